@@ -1,0 +1,1 @@
+"""mvgen: one deployments.yaml -> Modal vLLM apps and a LiteLLM config."""
