@@ -1,0 +1,162 @@
+"""Checks a JSON Schema cannot express, run on a resolved Plan.
+
+Each returns Problems (the config is refused) or appends warnings (it is deployed anyway).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from mvgen.errors import Problem
+from mvgen.loader import Lines
+from mvgen.plan import Plan
+
+MAX_URL_LABEL = 63  # DNS label limit; Modal cuts longer labels and appends a hash
+
+
+def run(plan: Plan, lines: Lines, warnings: list[str]) -> list[Problem]:
+    problems: list[Problem] = []
+    for check in CHECKS:
+        problems += check(plan, lines, warnings)
+    return problems
+
+
+def unique_names(plan: Plan, lines: Lines, warnings: list[str]) -> list[Problem]:
+    """Two models answering to one name would make routing ambiguous."""
+    owner: dict[str, str] = {}
+    problems = []
+    for model in plan.models:
+        for name in model.names:
+            other = owner.setdefault(name.lower(), model.key)
+            if other != model.key:
+                problems.append(
+                    Problem(
+                        f"models.{model.key}",
+                        f"name {name!r} is already claimed by models.{other} "
+                        "(served_name, aliases, short name and hf_id must be unique)",
+                        lines.get(("models", model.key)),
+                        "give one of them a different served_name or alias",
+                    )
+                )
+    return problems
+
+
+def app_names(plan: Plan, lines: Lines, warnings: list[str]) -> list[Problem]:
+    """In legacy mode `a-b` on `c` and `a` on `b-c` would both be `vllm-a-b-c`."""
+    seen: dict[str, str] = {}
+    problems = []
+    for app in plan.apps:
+        what = " + ".join(sorted({d.route for d in app.deployments}))
+        if app.name in seen:
+            problems.append(
+                Problem(
+                    "models",
+                    f"app name {app.name!r} would be generated twice ({seen[app.name]} and {what})",
+                    None,
+                    "rename one of the models or GPUs so the names differ",
+                )
+            )
+        seen[app.name] = what
+    return problems
+
+
+def url_labels(plan: Plan, lines: Lines, warnings: list[str]) -> list[Problem]:
+    """Modal truncates labels over 63 characters, which would break our computed URLs."""
+    problems = []
+    for app in plan.apps:
+        host = f"{plan.workspace}--{app.label}" if plan.workspace else app.label
+        if len(host) > MAX_URL_LABEL:
+            problems.append(
+                Problem(
+                    "app_prefix" if plan.mode == "gpu" else "models",
+                    f"endpoint host {host!r} is {len(host)} characters; Modal allows "
+                    f"{MAX_URL_LABEL} before it truncates the URL",
+                    lines.get(("app_prefix",)),
+                    "shorten app_prefix, the model or GPU short names, or the workspace",
+                )
+            )
+    return problems
+
+
+def tensor_parallel(plan: Plan, lines: Lines, warnings: list[str]) -> list[Problem]:
+    """vLLM splits KV heads across GPUs; a count that does not divide them fails at load."""
+    problems = []
+    for d in plan.deployments:
+        count = d.settings.gpu_count
+        arch = d.model.architecture
+        if count == 1:
+            continue
+        if arch is None:
+            warnings.append(
+                f"models.{d.model.key}: gpu_count {count} on {d.gpu.key} not checked "
+                "against KV heads: add architecture: to the model"
+            )
+            continue
+        if arch.kv_heads % count:
+            fits = [n for n in range(1, 9) if arch.kv_heads % n == 0]
+            problems.append(
+                Problem(
+                    f"models.{d.model.key}.per_gpu.{d.gpu.key}.gpu_count",
+                    f"{count} GPUs cannot split {arch.kv_heads} KV heads evenly",
+                    _setting_line(lines, d.model.key, d.gpu.key, "gpu_count"),
+                    f"use one of: {', '.join(map(str, fits))}",
+                )
+            )
+    return problems
+
+
+def context_length(plan: Plan, lines: Lines, warnings: list[str]) -> list[Problem]:
+    """vLLM refuses a max_model_len beyond the model's own context."""
+    problems = []
+    for d in plan.deployments:
+        arch = d.model.architecture
+        if arch and d.settings.max_model_len > arch.max_context:
+            problems.append(
+                Problem(
+                    f"models.{d.model.key}.max_model_len",
+                    f"{d.settings.max_model_len} on {d.gpu.key} exceeds the model's "
+                    f"context of {arch.max_context} tokens",
+                    _setting_line(lines, d.model.key, d.gpu.key, "max_model_len"),
+                    f"set max_model_len to at most {arch.max_context}",
+                )
+            )
+    return problems
+
+
+def endpoint_budget(plan: Plan, lines: Lines, warnings: list[str]) -> list[Problem]:
+    if plan.endpoints_needed <= plan.endpoint_limit:
+        return []
+    advice = (
+        "use mode: gpu (one endpoint per GPU type)"
+        if plan.mode == "legacy"
+        else "use fewer GPU types"
+    )
+    return [
+        Problem(
+            "mode" if plan.mode == "legacy" else "gpus",
+            f"{plan.mode} mode needs {plan.endpoints_needed} web endpoints but "
+            f"endpoint_limit is {plan.endpoint_limit}",
+            lines.get(("mode",)) or lines.get(("gpus",)),
+            f"{advice}, serve fewer model x GPU pairs (models.<name>.gpus), or raise "
+            "endpoint_limit if your Modal plan allows more",
+        )
+    ]
+
+
+def _setting_line(lines: Lines, model: str, gpu: str, key: str) -> int | None:
+    return (
+        lines.get(("models", model, "per_gpu", gpu, key))
+        or lines.get(("models", model, key))
+        or lines.get(("defaults", key))
+        or lines.get(("models", model))
+    )
+
+
+CHECKS: tuple[Callable[[Plan, Lines, list[str]], list[Problem]], ...] = (
+    unique_names,
+    app_names,
+    url_labels,
+    tensor_parallel,
+    context_length,
+    endpoint_budget,
+)

@@ -1,0 +1,257 @@
+"""deployments.yaml -> Plan: load, check against the schema, resolve defaults, then run
+the checks a schema cannot express. Every problem is collected before anything fails."""
+
+from __future__ import annotations
+
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any
+
+from mvgen import checks
+from mvgen.catalog import GPU_TYPES, Architecture, known_architecture
+from mvgen.errors import ConfigError, Problem, did_you_mean, format_path
+from mvgen.loader import Lines, load_yaml
+from mvgen.plan import (
+    GATEWAY_FUNCTION,
+    App,
+    Deployment,
+    Gpu,
+    Image,
+    LiteLLMSettings,
+    Model,
+    Plan,
+    Pool,
+    SecretRef,
+    Settings,
+)
+from mvgen.schema import schema_problems
+
+DEFAULT_CONFIG = Path("deployments.yaml")
+SETTING_KEYS = tuple(f.name for f in fields(Settings))
+
+
+def load_plan(path: Path = DEFAULT_CONFIG) -> Plan:
+    """Read and check `path`; raise ConfigError listing every problem."""
+    data, lines = load_yaml(path)
+    return build_plan(data, lines, source=path.name)
+
+
+def build_plan(data: Any, lines: Lines | None = None, source: str = "deployments.yaml") -> Plan:
+    lines = lines or {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            [Problem("(top level)", "the file must be a mapping with gpus: and models:")],
+            source,
+        )
+    problems = schema_problems(data, lines)
+    if problems:
+        raise ConfigError(problems, source)
+    problems, warnings = [], []
+    gpus = _gpus(data["gpus"], lines, problems)
+    models = _models(data["models"], lines, problems)
+    deployments = _deployments(data, gpus, models, lines, problems)
+    plan = _assemble(data, source, gpus, models, deployments)
+    problems += checks.run(plan, lines, warnings)
+    if problems:
+        raise ConfigError(sorted(problems, key=lambda p: (p.line or 0, p.path)), source)
+    return replace(plan, warnings=tuple(warnings))
+
+
+def _gpus(raw: dict[str, Any], lines: Lines, problems: list[Problem]) -> dict[str, Gpu]:
+    gpus = {}
+    for key, spec in raw.items():
+        gpu_type = GPU_TYPES.get(spec["type"])
+        if gpu_type is None:
+            near = did_you_mean(spec["type"], GPU_TYPES)
+            problems.append(
+                Problem(
+                    f"gpus.{key}.type",
+                    f"unknown GPU type {spec['type']!r}; Modal's types: {', '.join(GPU_TYPES)}",
+                    lines.get(("gpus", key, "type")),
+                    f"did you mean {near!r}?" if near else None,
+                )
+            )
+            continue
+        gpus[key] = Gpu(key, gpu_type)
+    return gpus
+
+
+def _models(raw: dict[str, Any], lines: Lines, problems: list[Problem]) -> dict[str, Model]:
+    models = {}
+    for key, spec in raw.items():
+        hf_id = spec["hf_id"]
+        served = spec.get("served_name", hf_id)
+        aliases = _unique_names([key, hf_id, *spec.get("aliases", [])], exclude=served)
+        models[key] = Model(
+            key=key,
+            hf_id=hf_id,
+            served_name=served,
+            aliases=aliases,
+            revision=spec.get("revision"),
+            tool_parser=spec.get("tool_parser"),
+            architecture=_architecture(spec),
+        )
+    return models
+
+
+def _unique_names(names: list[str], exclude: str) -> tuple[str, ...]:
+    """Names in order, without repeats (compared case-insensitively, as requests are)."""
+    seen = {exclude.lower()}
+    out = []
+    for name in names:
+        if name.lower() not in seen:
+            seen.add(name.lower())
+            out.append(name)
+    return tuple(out)
+
+
+def _architecture(spec: dict[str, Any]) -> Architecture | None:
+    if "architecture" in spec:
+        return Architecture(**spec["architecture"])
+    return known_architecture(spec["hf_id"])
+
+
+def _deployments(
+    data: dict[str, Any],
+    gpus: dict[str, Gpu],
+    models: dict[str, Model],
+    lines: Lines,
+    problems: list[Problem],
+) -> list[Deployment]:
+    defaults = data.get("defaults", {})
+    out = []
+    for key, model in models.items():
+        spec = data["models"][key]
+        wanted = spec.get("gpus", list(data["gpus"]))
+        for i, gpu_key in enumerate(wanted):
+            if gpu_key not in data["gpus"]:
+                problems.append(_unknown_ref(("models", key, "gpus", i), gpu_key, gpus, lines))
+        for gpu_key in spec.get("per_gpu", {}):
+            if gpu_key not in data["gpus"]:
+                path = ("models", key, "per_gpu", gpu_key)
+                problems.append(_unknown_ref(path, gpu_key, gpus, lines))
+            elif gpu_key not in wanted:
+                problems.append(
+                    Problem(
+                        f"models.{key}.per_gpu.{gpu_key}",
+                        f"settings for GPU {gpu_key!r}, which models.{key}.gpus leaves out",
+                        lines.get(("models", key, "per_gpu", gpu_key)),
+                        f"add {gpu_key!r} to models.{key}.gpus or remove these settings",
+                    )
+                )
+        for gpu_key in sorted(wanted, key=list(data["gpus"]).index):
+            if gpu_key in gpus:
+                layers = (defaults, spec, spec.get("per_gpu", {}).get(gpu_key, {}))
+                out.append(Deployment(model, gpus[gpu_key], _settings(*layers)))
+    return out
+
+
+def _unknown_ref(path: tuple, value: str, gpus: dict[str, Gpu], lines: Lines) -> Problem:
+    near = did_you_mean(value, gpus)
+    return Problem(
+        format_path(path),
+        f"unknown GPU {value!r}; gpus: defines {', '.join(gpus) or '(none)'}",
+        lines.get(path),
+        f"did you mean {near!r}?" if near else "define it under gpus: first",
+    )
+
+
+def _settings(*layers: dict[str, Any]) -> Settings:
+    """Merge defaults < model < per_gpu; extra_args add up instead of replacing."""
+    values: dict[str, Any] = {}
+    extra: list[str] = []
+    for layer in layers:
+        for key in SETTING_KEYS:
+            if key == "extra_args":
+                extra += layer.get(key, [])
+            elif key in layer:
+                values[key] = layer[key]
+    return Settings(**values, extra_args=tuple(extra))
+
+
+def _assemble(
+    data: dict[str, Any],
+    source: str,
+    gpus: dict[str, Gpu],
+    models: dict[str, Model],
+    deployments: list[Deployment],
+) -> Plan:
+    mode = data.get("mode", "gpu")
+    prefix = data.get("app_prefix", "vllm")
+    workspace = data.get("workspace")
+    image = {"vllm": "0.12.0", "base": "nvidia/cuda:12.9.0-devel-ubuntu22.04", "python": "3.12"}
+    image.update(data.get("image", {}))
+    secrets = data.get("secrets", {})
+    volumes = data.get("volumes", {})
+    return Plan(
+        source=source,
+        mode=mode,
+        workspace=workspace,
+        app_prefix=prefix,
+        endpoint_limit=data.get("endpoint_limit", 8),
+        image=Image(**image),
+        hf_secret=SecretRef(
+            **secrets.get("huggingface", {"name": "huggingface", "key": "HF_TOKEN"})
+        ),
+        api_key_secret=SecretRef(
+            **secrets.get("api_key", {"name": "vllm-api-key", "key": "API_KEY"})
+        ),
+        hf_volume=volumes.get("huggingface", "huggingface-cache"),
+        vllm_volume=volumes.get("vllm", "vllm-cache"),
+        gpus=tuple(gpus[k] for k in data["gpus"] if k in gpus),
+        models=tuple(models.values()),
+        apps=tuple(_apps(mode, prefix, workspace, list(gpus.values()), deployments)),
+        litellm=LiteLLMSettings(**data.get("litellm", {})),
+    )
+
+
+def _apps(
+    mode: str, prefix: str, workspace: str | None, gpus: list[Gpu], deployments: list[Deployment]
+) -> list[App]:
+    apps = []
+    if mode == "gpu":
+        for gpu in gpus:
+            mine = tuple(d for d in deployments if d.gpu.key == gpu.key)
+            if mine:
+                apps.append(_app(f"{prefix}-{gpu.key}", gpu, mine, workspace, _pools(mine)))
+    else:
+        for d in sorted(deployments, key=lambda d: (d.model.key, gpus.index(d.gpu))):
+            apps.append(_app(f"{prefix}-{d.model.key}-{d.gpu.key}", d.gpu, (d,), workspace, ()))
+    return apps
+
+
+def _app(
+    name: str,
+    gpu: Gpu,
+    deps: tuple[Deployment, ...],
+    workspace: str | None,
+    pools: tuple[Pool, ...],
+) -> App:
+    url = f"https://{workspace}--{name}-{GATEWAY_FUNCTION}.modal.run" if workspace else None
+    return App(name=name, gpu=gpu, deployments=deps, pools=pools, url=url)
+
+
+def _pools(deployments: tuple[Deployment, ...]) -> tuple[Pool, ...]:
+    """Group models whose containers are configured alike into one parametrized class."""
+    groups: dict[tuple, list[Deployment]] = {}
+    for d in deployments:
+        groups.setdefault(pool_key(d), []).append(d)
+    return tuple(
+        Pool("Vllm" if i == 0 else f"Vllm{i + 1}", tuple(members))
+        for i, members in enumerate(groups.values())
+    )
+
+
+def pool_key(d: Deployment) -> tuple:
+    """Container settings Modal fixes per class (everything but the vLLM command)."""
+    s = d.settings
+    return (
+        d.gpu_spec,
+        s.max_inputs,
+        s.min_containers,
+        s.buffer_containers,
+        s.max_containers,
+        s.scaledown_window,
+        s.timeout,
+        s.startup_timeout,
+    )

@@ -1,0 +1,197 @@
+"""The Plan: deployments.yaml with every default resolved, in the shape templates need.
+
+config.py builds it; render.py, deploy.py and the reports only read it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from mvgen.catalog import Architecture, GpuType
+
+VLLM_PORT = 8000  # vLLM listens here inside its container, never on a public port
+GATEWAY_FUNCTION = "serve"  # name of the one web function per app: .../<app>-serve.modal.run
+HF_CACHE = "/root/.cache/huggingface"
+VLLM_CACHE = "/root/.cache/vllm"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Per model x GPU settings after defaults, model and per_gpu are merged."""
+
+    max_model_len: int = 32768
+    gpu_memory_utilization: float = 0.90
+    quantization: str | None = None
+    gpu_count: int = 1
+    fast_boot: bool = True
+    limit_mm_per_prompt: dict[str, int] | None = None
+    extra_args: tuple[str, ...] = ()
+    max_inputs: int = 32
+    min_containers: int = 0
+    buffer_containers: int = 0
+    max_containers: int | None = None
+    scaledown_window: int = 900
+    timeout: int = 1800
+    startup_timeout: int = 1200
+
+
+@dataclass(frozen=True)
+class Gpu:
+    key: str  # short name: l40s
+    type: GpuType
+
+    def spec(self, count: int) -> str:
+        """Modal's gpu string: `H100`, or `H100:2` for tensor parallelism."""
+        return self.type.name if count == 1 else f"{self.type.name}:{count}"
+
+
+@dataclass(frozen=True)
+class Model:
+    key: str  # short name: gemma-3-12b
+    hf_id: str
+    served_name: str
+    aliases: tuple[str, ...]  # every other accepted name, short name and hf_id included
+    revision: str | None
+    tool_parser: str | None
+    architecture: Architecture | None
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (self.served_name, *self.aliases)
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """One model on one GPU type: a vLLM container pool."""
+
+    model: Model
+    gpu: Gpu
+    settings: Settings
+
+    @property
+    def gpu_spec(self) -> str:
+        return self.gpu.spec(self.settings.gpu_count)
+
+    @property
+    def route(self) -> str:
+        """LiteLLM route name: <model>-<gpu>."""
+        return f"{self.model.key}-{self.gpu.key}"
+
+    def vllm_command(self) -> list[str]:
+        """The `vllm serve` command line: model first, as newer vLLM requires."""
+        s = self.settings
+        cmd = ["vllm", "serve", self.model.hf_id]
+        if self.model.revision:
+            cmd += ["--revision", self.model.revision]
+        cmd += ["--served-model-name", *self.model.names]
+        cmd += ["--host", "127.0.0.1", "--port", str(VLLM_PORT)]
+        cmd += ["--max-model-len", str(s.max_model_len)]
+        cmd += ["--gpu-memory-utilization", f"{s.gpu_memory_utilization:g}"]
+        cmd += ["--tensor-parallel-size", str(s.gpu_count)]
+        if s.fast_boot:
+            cmd.append("--enforce-eager")
+        if self.model.tool_parser:
+            cmd += ["--enable-auto-tool-choice", "--tool-call-parser", self.model.tool_parser]
+        if s.limit_mm_per_prompt is not None:
+            cmd += ["--limit-mm-per-prompt", json.dumps(s.limit_mm_per_prompt, sort_keys=True)]
+        if s.quantization:
+            cmd += ["--quantization", s.quantization]
+        return cmd + list(s.extra_args)
+
+
+@dataclass(frozen=True)
+class Pool:
+    """A Modal class in a gpu-mode app: models sharing every container setting.
+
+    The class is parametrized by model, so each model still gets its own containers;
+    models only share a class when their GPU and scaling settings are identical.
+    """
+
+    class_name: str
+    deployments: tuple[Deployment, ...]
+
+    @property
+    def settings(self) -> Settings:
+        return self.deployments[0].settings
+
+    @property
+    def gpu_spec(self) -> str:
+        return self.deployments[0].gpu_spec
+
+
+@dataclass(frozen=True)
+class App:
+    name: str  # Modal app name: vllm-h100 or vllm-gemma-3-12b-l40s
+    gpu: Gpu
+    deployments: tuple[Deployment, ...]
+    pools: tuple[Pool, ...]  # gpu mode only; legacy apps run vLLM beside the gateway
+    url: str | None  # https://<workspace>--<app>-serve.modal.run, None without a workspace
+
+    @property
+    def module(self) -> str:
+        return self.name.replace("-", "_")
+
+    @property
+    def filename(self) -> str:
+        return f"{self.module}.py"
+
+    @property
+    def label(self) -> str:
+        """The URL label Modal derives from app and function names."""
+        return f"{self.name}-{GATEWAY_FUNCTION}"
+
+
+@dataclass(frozen=True)
+class Image:
+    vllm: str
+    base: str
+    python: str
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    name: str
+    key: str
+
+
+@dataclass(frozen=True)
+class LiteLLMSettings:
+    timeout: int = 600
+    stream_timeout: int = 600
+    num_retries: int = 1
+
+
+@dataclass(frozen=True)
+class Plan:
+    source: str  # file name of the config, for generated headers
+    mode: str
+    workspace: str | None
+    app_prefix: str
+    endpoint_limit: int
+    image: Image
+    hf_secret: SecretRef
+    api_key_secret: SecretRef
+    hf_volume: str
+    vllm_volume: str
+    gpus: tuple[Gpu, ...]
+    models: tuple[Model, ...]
+    apps: tuple[App, ...]
+    litellm: LiteLLMSettings
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def deployments(self) -> tuple[Deployment, ...]:
+        return tuple(d for app in self.apps for d in app.deployments)
+
+    @property
+    def endpoints_needed(self) -> int:
+        return len(self.apps)  # each generated app has exactly one web endpoint
+
+    def app_for(self, gpu: str, model: str | None = None) -> App | None:
+        for app in self.apps:
+            if app.gpu.key != gpu:
+                continue
+            if self.mode == "gpu" or app.deployments[0].model.key == model:
+                return app
+        return None

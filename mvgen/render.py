@@ -1,0 +1,200 @@
+"""Plan -> files. Deterministic (same Plan, same bytes), atomic (all files or none),
+and it prunes only files that an earlier render wrote, as listed in its manifest."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import textwrap
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mvgen import literals
+from mvgen.plan import HF_CACHE, VLLM_CACHE, VLLM_PORT, App, Plan
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+MANIFEST = "generated/.mvgen-manifest.json"
+
+# What the gateway image installs; tests run the gateway against these same versions.
+GATEWAY_PACKAGES = ("httpx==0.28.1", "starlette==1.10.0")
+GATEWAY_MAX_INPUTS = 1000  # the gateway only relays, so one container takes many requests
+GATEWAY_SCALEDOWN = 300
+
+
+@dataclass(frozen=True)
+class Change:
+    path: str
+    kind: str  # "added", "changed", "removed", "unchanged"
+
+
+def render_files(plan: Plan, *, api_bases: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Every file a render writes, by path relative to the output directory.
+
+    `api_bases` replaces endpoint URLs in the LiteLLM config, by GPU short name (or
+    app name): tests point the real proxy at local gateways this way.
+    """
+    env = _environment()
+    files = {}
+    template = env.get_template("gpu_app.py.j2" if plan.mode == "gpu" else "model_app.py.j2")
+    for app in plan.apps:
+        files[f"generated/{app.filename}"] = template.render(**_app_context(plan, app))
+    litellm = env.get_template("litellm_config.yaml.j2")
+    files["litellm/config.yaml"] = litellm.render(**_litellm_context(plan, api_bases or {}))
+    return dict(sorted(files.items()))
+
+
+def _environment() -> Any:
+    import jinja2  # imported lazily: `mvgen --help` should not pay for it
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+    env.filters["py"] = literals.py
+    env.filters["yaml"] = literals.yaml
+    return env
+
+
+def _app_context(plan: Plan, app: App) -> dict[str, Any]:
+    deployments = app.deployments
+    return {
+        "plan": plan,
+        "app": app,
+        "url_example": app.url or f"https://<workspace>--{app.label}.modal.run",
+        "models_literal": literals.py(_models_literal(app)),
+        "vllm_port": VLLM_PORT,
+        "hf_cache": HF_CACHE,
+        "vllm_cache": VLLM_CACHE,
+        "vllm_packages": [f"vllm=={plan.image.vllm}"],
+        "gateway_packages": list(GATEWAY_PACKAGES),
+        "gateway": {
+            "scaledown_window": GATEWAY_SCALEDOWN,
+            "timeout": max(d.settings.timeout for d in deployments),
+            "max_inputs": GATEWAY_MAX_INPUTS,
+        },
+        "pool_comments": {
+            pool.class_name: _wrap_comment(
+                "Models: " + ", ".join(d.model.key for d in pool.deployments) + "."
+            )
+            for pool in app.pools
+        },
+        "deployment": deployments[0],
+    }
+
+
+def _models_literal(app: App) -> dict[str, Any]:
+    return {
+        d.model.key: {
+            "served_name": d.model.served_name,
+            "aliases": list(d.model.aliases),
+            "command": d.vllm_command(),
+        }
+        for d in app.deployments
+    }
+
+
+def _wrap_comment(text: str) -> list[str]:
+    return textwrap.wrap(text, width=84, break_long_words=False, break_on_hyphens=False)
+
+
+def _litellm_context(plan: Plan, api_bases: Mapping[str, str]) -> dict[str, Any]:
+    routes = []
+    for app in plan.apps:
+        base = api_bases.get(app.gpu.key) or api_bases.get(app.name)
+        base = base or app.url or f"https://{plan.workspace}--{app.label}.modal.run"
+        for d in app.deployments:
+            routes.append(
+                {
+                    "name": d.route,
+                    "model": f"hosted_vllm/{d.model.served_name}",
+                    "api_base": base.rstrip("/") + "/v1",
+                }
+            )
+    return {"plan": plan, "routes": sorted(routes, key=lambda r: r["name"])}
+
+
+# --- writing -------------------------------------------------------------------------
+
+
+def plan_changes(files: Mapping[str, str], out_dir: Path) -> list[Change]:
+    """What writing `files` under `out_dir` would add, change and remove."""
+    owned = _read_manifest(out_dir)
+    changes = []
+    for rel, text in files.items():
+        target = out_dir / rel
+        if not target.exists():
+            changes.append(Change(rel, "added"))
+        elif target.read_text(encoding="utf-8") != text:
+            changes.append(Change(rel, "changed"))
+        else:
+            changes.append(Change(rel, "unchanged"))
+    for rel in sorted(set(owned) - set(files)):
+        if (out_dir / rel).exists():
+            changes.append(Change(rel, "removed"))
+    return changes
+
+
+def write_files(files: Mapping[str, str], out_dir: Path) -> list[Change]:
+    """Write all files or none, then prune what the previous render owned and we don't.
+
+    Every file is first written beside its target; only when all are on disk are they
+    renamed into place, so a failure part-way leaves the previous files untouched.
+    """
+    changes = plan_changes(files, out_dir)
+    old_manifest = _read_manifest(out_dir)
+    manifest = {rel: _digest(text) for rel, text in files.items()}
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for rel, text in {**files, MANIFEST: _manifest_text(manifest)}.items():
+            target = out_dir / rel
+            if target.exists() and target.read_text(encoding="utf-8") == text:
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.mvgen-tmp")
+            tmp.write_text(text, encoding="utf-8")
+            staged.append((tmp, target))
+    except OSError:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+        raise
+    for tmp, target in staged:
+        os.replace(tmp, target)
+    _prune(old_manifest, manifest, out_dir)
+    return changes
+
+
+def _prune(old: Mapping[str, str], new: Mapping[str, str], out_dir: Path) -> None:
+    """Delete files we wrote before and no longer generate, unless someone edited them."""
+    for rel, digest in old.items():
+        target = out_dir / rel
+        if rel in new or not target.exists():
+            continue
+        if _digest(target.read_text(encoding="utf-8")) == digest:
+            target.unlink()
+
+
+def _read_manifest(out_dir: Path) -> dict[str, str]:
+    path = out_dir / MANIFEST
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return {str(k): str(v) for k, v in data["files"].items()}
+    except (ValueError, KeyError, AttributeError):
+        return {}  # an unreadable manifest owns nothing, so nothing gets deleted
+
+
+def _manifest_text(files: Mapping[str, str]) -> str:
+    body = {"generated_by": "mvgen render", "files": dict(sorted(files.items()))}
+    return json.dumps(body, indent=2) + "\n"
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

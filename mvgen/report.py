@@ -1,0 +1,30 @@
+"""Tables for people: what the Plan deploys and where."""
+
+from __future__ import annotations
+
+from mvgen.plan import Plan
+
+
+def apps_rows(plan: Plan) -> list[tuple[str, str, str, str, str]]:
+    """One row per app: name, mode, GPU spec, models, URL."""
+    rows = []
+    for app in plan.apps:
+        gpus = sorted({d.gpu_spec for d in app.deployments})
+        models = ", ".join(d.model.key for d in app.deployments)
+        url = app.url or f"https://<workspace>--{app.label}.modal.run"
+        rows.append((app.name, plan.mode, ", ".join(gpus), models, url))
+    return rows
+
+
+def apps_table(plan: Plan) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{len(plan.apps)} apps, {plan.mode} mode")
+    for column in ("app", "mode", "gpu", "models", "endpoint"):
+        table.add_column(column, overflow="fold")
+    for row in apps_rows(plan):
+        table.add_row(*row)
+    console = Console()
+    console.print(table)
+    console.print(f"web endpoints: {plan.endpoints_needed} of {plan.endpoint_limit}")
