@@ -229,7 +229,8 @@ class Vllm:
     image=gateway_image,
     secrets=[api_key_secret],
     scaledown_window=300,
-    timeout=1800,
+    timeout=1800,  # the longest a stream may last
+    startup_timeout=60,  # no GPU, no weights: starts in seconds
 )
 @modal.concurrent(max_inputs=1000)
 @modal.asgi_app()

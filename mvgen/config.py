@@ -139,7 +139,7 @@ def _deployments(
                         f"add {gpu_key!r} to models.{key}.gpus or remove these settings",
                     )
                 )
-        for gpu_key in sorted(wanted, key=list(data["gpus"]).index):
+        for gpu_key in [g for g in data["gpus"] if g in wanted]:  # in gpus: order
             if gpu_key in gpus:
                 layers = (defaults, spec, spec.get("per_gpu", {}).get(gpu_key, {}))
                 out.append(Deployment(model, gpus[gpu_key], _settings(*layers)))

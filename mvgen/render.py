@@ -22,6 +22,7 @@ MANIFEST = "generated/.mvgen-manifest.json"
 GATEWAY_PACKAGES = ("httpx==0.28.1", "starlette==1.10.0")
 GATEWAY_MAX_INPUTS = 1000  # the gateway only relays, so one container takes many requests
 GATEWAY_SCALEDOWN = 300
+GATEWAY_STARTUP_TIMEOUT = 60
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ def _app_context(plan: Plan, app: App) -> dict[str, Any]:
             "scaledown_window": GATEWAY_SCALEDOWN,
             "timeout": max(d.settings.timeout for d in deployments),
             "max_inputs": GATEWAY_MAX_INPUTS,
+            "startup_timeout": GATEWAY_STARTUP_TIMEOUT,
         },
         "pool_comments": {
             pool.class_name: _wrap_comment(

@@ -55,7 +55,7 @@ def _problem(error: Any, lines: Lines) -> Problem:
     kind = error.validator
     if kind in ("additionalProperties", "unevaluatedProperties"):
         return _unknown_key(error, path, lines)
-    if kind == "propertyNames":
+    if "propertyNames" in error.absolute_schema_path:
         return _bad_name(error, path, lines)
     where = format_path(path)
     line = lines.get(path)
@@ -94,8 +94,8 @@ def _unknown_key(error: Any, path: tuple, lines: Lines) -> Problem:
 
 
 def _bad_name(error: Any, path: tuple, lines: Lines) -> Problem:
-    # jsonschema reports the offending key as the error's instance
-    cause = error.context[0] if error.context else error
+    # jsonschema reports the offending key as the error's instance, its parent as path
+    cause = error
     name = cause.instance
     key_path = (*path, name)
     rule = "lower-case letters, digits and single dashes, starting with a letter"

@@ -1,0 +1,5 @@
+"""`python -m mvgen` runs the CLI."""
+
+from mvgen.cli import main
+
+main()

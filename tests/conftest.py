@@ -1,0 +1,56 @@
+"""Shared fixtures: the repo root, a valid small config to mutate, and a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# A small valid config in gpu mode; tests edit it to make one thing wrong at a time.
+BASE_CONFIG = textwrap.dedent(
+    """\
+    mode: gpu
+    workspace: acme
+    endpoint_limit: 8
+    gpus:
+      l40s: {type: L40S}
+      h100: {type: H100}
+    models:
+      gemma-3-12b:
+        hf_id: google/gemma-3-12b-it
+      qwen3-vl-30b:
+        hf_id: Qwen/Qwen3-VL-30B-A3B-Instruct
+        tool_parser: hermes
+        max_model_len: 16384
+        per_gpu:
+          l40s: {quantization: fp8, max_model_len: 8192}
+    """
+)
+
+
+@pytest.fixture
+def write_config(tmp_path: Path):
+    def write(text: str = BASE_CONFIG, name: str = "deployments.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(text), encoding="utf-8")
+        return path
+
+    return write
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> Result:
+    """Run `mvgen ARGS` in-process; CliRunner captures output and the exit code."""
+    from mvgen.cli import main
+
+    old = Path.cwd()
+    try:
+        if cwd:
+            os.chdir(cwd)
+        return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+    finally:
+        os.chdir(old)

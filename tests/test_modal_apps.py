@@ -1,0 +1,189 @@
+"""Every generated app, imported under the real `modal` package with no network.
+
+`Function.info()` shows GPUs, timeouts, concurrency, volumes, secrets, web endpoints and
+methods. It does not show scaling settings (scaledown_window, min/buffer containers), so
+those are read from the decorator keywords in the source.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import modal
+import pytest
+from conftest import BASE_CONFIG, ROOT, run_cli
+
+from mvgen.config import load_plan
+from mvgen.plan import HF_CACHE, VLLM_CACHE, App, Plan
+
+
+def import_app(path: Path) -> ModuleType:
+    name = f"generated_{path.parent.parent.name}_{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # modal looks classes up by module
+    spec.loader.exec_module(module)
+    return module
+
+
+def modal_objects(module: ModuleType) -> tuple[dict[str, modal.Function], dict[str, modal.Cls]]:
+    functions = {k: v for k, v in vars(module).items() if isinstance(v, modal.Function)}
+    classes = {k: v for k, v in vars(module).items() if isinstance(v, modal.Cls)}
+    return functions, classes
+
+
+def class_info(cls: modal.Cls):
+    # A class runs as one service function; modal has no public accessor for it offline.
+    return cls._get_class_service_function().info()
+
+
+def decorator_keywords(path: Path, name: str) -> dict[str, object]:
+    """Keyword arguments of the `@app.function(...)`/`@app.cls(...)` above `name`."""
+    tree = ast.parse(path.read_text())
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.ClassDef) and node.name == name:
+            for deco in node.decorator_list:
+                if isinstance(deco, ast.Call) and getattr(deco.func, "attr", "") in (
+                    "function",
+                    "cls",
+                ):
+                    return {kw.arg: _literal(kw.value) for kw in deco.keywords}
+    raise AssertionError(f"no app decorator on {name} in {path}")
+
+
+def _literal(node: ast.AST) -> object:
+    try:
+        return ast.literal_eval(node)
+    except ValueError:
+        return ast.unparse(node)
+
+
+def web_endpoints(functions: dict, classes: dict) -> list[str]:
+    found = [k for k, f in functions.items() if f.info().web_info is not None]
+    found += [k for k, c in classes.items() if class_info(c).web_info is not None]
+    return found
+
+
+def secret_names(info) -> set[str]:
+    return {s.split("'")[1] for s in info.secrets}
+
+
+def check_gpu_app(plan: Plan, app: App, path: Path) -> None:
+    module = import_app(path)
+    functions, classes = modal_objects(module)
+    assert module.app.name == app.name
+    assert list(functions) == ["serve"]
+    assert web_endpoints(functions, classes) == ["serve"]
+    assert sorted(classes) == sorted(p.class_name for p in app.pools)
+
+    gateway = functions["serve"].info()
+    assert gateway.gpus == []  # the gateway never holds a GPU
+    assert secret_names(gateway) == {plan.api_key_secret.name}
+    assert gateway.concurrency_info.max_inputs >= 100
+    assert gateway.web_info.unauthenticated  # our Bearer check, not Modal's proxy auth
+    assert gateway.startup_timeout < 150
+
+    for pool in app.pools:
+        info = class_info(classes[pool.class_name])
+        s = pool.settings
+        gpu_type, _, count = pool.gpu_spec.partition(":")
+        assert info.gpus == [(gpu_type, int(count or 1))]
+        assert info.method_names == ["request", "stream"]
+        assert info.timeout == s.timeout
+        assert info.startup_timeout == s.startup_timeout
+        assert info.concurrency_info.max_inputs == s.max_inputs
+        assert {p: v.name for p, v in info.volumes.items()} == {
+            HF_CACHE: plan.hf_volume,
+            VLLM_CACHE: plan.vllm_volume,
+        }
+        assert secret_names(info) == {plan.hf_secret.name}
+        keywords = decorator_keywords(path, pool.class_name)
+        assert keywords["scaledown_window"] == s.scaledown_window
+        assert keywords["min_containers"] == s.min_containers
+        assert keywords["buffer_containers"] == s.buffer_containers
+
+    served = {key: spec["served_name"] for key, spec in module.MODELS.items()}
+    assert served == {d.model.key: d.model.served_name for d in app.deployments}
+
+
+def check_legacy_app(plan: Plan, app: App, path: Path) -> None:
+    module = import_app(path)
+    functions, classes = modal_objects(module)
+    (deployment,) = app.deployments
+    assert module.app.name == app.name
+    assert not classes
+    assert web_endpoints(functions, classes) == ["serve"]
+    info = functions["serve"].info()
+    gpu_type, _, count = deployment.gpu_spec.partition(":")
+    assert info.gpus == [(gpu_type, int(count or 1))]
+    assert secret_names(info) == {plan.hf_secret.name, plan.api_key_secret.name}
+    assert set(info.volumes) == {HF_CACHE, VLLM_CACHE}
+    assert info.concurrency_info.max_inputs == deployment.settings.max_inputs
+    assert info.startup_timeout == deployment.settings.startup_timeout
+    keywords = decorator_keywords(path, "serve")
+    assert keywords["scaledown_window"] == deployment.settings.scaledown_window
+
+
+def test_committed_apps_import_and_match_the_plan() -> None:
+    plan = load_plan(ROOT / "deployments.yaml")
+    assert plan.mode == "gpu"
+    assert len(plan.apps) == 5
+    for app in plan.apps:
+        check_gpu_app(plan, app, ROOT / "generated" / app.filename)
+
+
+def test_one_web_endpoint_per_app_counts_to_the_plan() -> None:
+    plan = load_plan(ROOT / "deployments.yaml")
+    total = 0
+    for app in plan.apps:
+        functions, classes = modal_objects(import_app(ROOT / "generated" / app.filename))
+        total += len(web_endpoints(functions, classes))
+    assert total == plan.endpoints_needed == 5
+
+
+def test_legacy_apps_import(write_config, tmp_path) -> None:
+    config = write_config(BASE_CONFIG.replace("mode: gpu", "mode: legacy"))
+    out = tmp_path / "legacy"
+    assert run_cli("render", "--config", str(config), "--output-dir", str(out)).exit_code == 0
+    plan = load_plan(config)
+    assert len(plan.apps) == 4
+    for app in plan.apps:
+        check_legacy_app(plan, app, out / "generated" / app.filename)
+
+
+def test_per_model_settings_make_separate_pools(write_config, tmp_path) -> None:
+    """Tensor parallelism and warm containers differ per model, so they get own classes."""
+    old = "l40s: {quantization: fp8, max_model_len: 8192}"
+    text = BASE_CONFIG.replace(old, old + "\n      h100: {gpu_count: 2, min_containers: 1}")
+    config = write_config(text)
+    out = tmp_path / "tp"
+    assert run_cli("render", "--config", str(config), "--output-dir", str(out)).exit_code == 0
+    plan = load_plan(config)
+    app = plan.app_for("h100")
+    assert [p.gpu_spec for p in app.pools] == ["H100", "H100:2"]
+    check_gpu_app(plan, app, out / "generated" / app.filename)
+    qwen = next(d for d in app.deployments if d.model.key == "qwen3-vl-30b")
+    command = qwen.vllm_command()
+    assert command[command.index("--tensor-parallel-size") + 1] == "2"
+
+
+@pytest.mark.parametrize("gpu", ["l40s", "h100"])
+def test_vllm_command_shape(write_config, gpu: str) -> None:
+    plan = load_plan(write_config())
+    deployment = next(d for d in plan.app_for(gpu).deployments if d.model.key == "qwen3-vl-30b")
+    cmd = deployment.vllm_command()
+    assert cmd[:3] == ["vllm", "serve", "Qwen/Qwen3-VL-30B-A3B-Instruct"]
+    names_at = cmd.index("--served-model-name")
+    assert cmd[names_at + 1 : names_at + 3] == ["Qwen/Qwen3-VL-30B-A3B-Instruct", "qwen3-vl-30b"]
+    assert cmd.count("--served-model-name") == 1
+    assert cmd[cmd.index("--host") + 1] == "127.0.0.1"  # vLLM never listens publicly
+    assert "--enforce-eager" in cmd
+    assert cmd[cmd.index("--tool-call-parser") + 1] == "hermes"
+    assert "--enable-auto-tool-choice" in cmd
+    expected_len = "8192" if gpu == "l40s" else "16384"
+    assert cmd[cmd.index("--max-model-len") + 1] == expected_len
+    assert ("--quantization" in cmd) == (gpu == "l40s")
