@@ -90,6 +90,7 @@ def _models(raw: dict[str, Any], lines: Lines, problems: list[Problem]) -> dict[
             revision=spec.get("revision"),
             tool_parser=spec.get("tool_parser"),
             architecture=_architecture(spec),
+            litellm_order=tuple(spec.get("litellm_order", ())),
         )
     return models
 
@@ -139,11 +140,30 @@ def _deployments(
                         f"add {gpu_key!r} to models.{key}.gpus or remove these settings",
                     )
                 )
+        problems += _order_problems(key, spec.get("litellm_order", []), wanted, lines)
         for gpu_key in [g for g in data["gpus"] if g in wanted]:  # in gpus: order
             if gpu_key in gpus:
                 layers = (defaults, spec, spec.get("per_gpu", {}).get(gpu_key, {}))
                 out.append(Deployment(model, gpus[gpu_key], _settings(*layers)))
     return out
+
+
+def _order_problems(model: str, order: list[str], wanted: list[str], lines: Lines) -> list[Problem]:
+    """litellm_order may only name GPUs that serve the model."""
+    problems = []
+    for i, gpu_key in enumerate(order):
+        if gpu_key in wanted:
+            continue
+        near = did_you_mean(gpu_key, wanted)
+        problems.append(
+            Problem(
+                f"models.{model}.litellm_order[{i}]",
+                f"GPU {gpu_key!r} does not serve {model}; its GPUs: {', '.join(wanted)}",
+                lines.get(("models", model, "litellm_order", i)),
+                f"did you mean {near!r}?" if near else f"add {gpu_key!r} to models.{model}.gpus",
+            )
+        )
+    return problems
 
 
 def _unknown_ref(path: tuple, value: str, gpus: dict[str, Gpu], lines: Lines) -> Problem:

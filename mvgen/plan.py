@@ -55,6 +55,7 @@ class Model:
     revision: str | None
     tool_parser: str | None
     architecture: Architecture | None
+    litellm_order: tuple[str, ...] = ()  # GPUs the LiteLLM group tries first, in order
 
     @property
     def names(self) -> tuple[str, ...]:
