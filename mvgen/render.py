@@ -107,19 +107,9 @@ def _wrap_comment(text: str) -> list[str]:
 
 
 def _litellm_context(plan: Plan, api_bases: Mapping[str, str]) -> dict[str, Any]:
-    routes = []
-    for app in plan.apps:
-        base = api_bases.get(app.gpu.key) or api_bases.get(app.name)
-        base = base or app.url or f"https://{plan.workspace}--{app.label}.modal.run"
-        for d in app.deployments:
-            routes.append(
-                {
-                    "name": d.route,
-                    "model": f"hosted_vllm/{d.model.served_name}",
-                    "api_base": base.rstrip("/") + "/v1",
-                }
-            )
-    return {"plan": plan, "routes": sorted(routes, key=lambda r: r["name"])}
+    from mvgen.litellm_config import litellm_config
+
+    return {"plan": plan, **litellm_config(plan, api_bases)}
 
 
 # --- writing -------------------------------------------------------------------------
