@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from mvgen.errors import Problem
+from mvgen.fit import fit_check
 from mvgen.loader import Lines
 from mvgen.plan import Plan
 
@@ -159,4 +160,5 @@ CHECKS: tuple[Callable[[Plan, Lines, list[str]], list[Problem]], ...] = (
     tensor_parallel,
     context_length,
     endpoint_budget,
+    fit_check,
 )

@@ -222,6 +222,7 @@ def _assemble(
         models=tuple(models.values()),
         apps=tuple(_apps(mode, prefix, workspace, list(gpus.values()), deployments)),
         litellm=LiteLLMSettings(**data.get("litellm", {})),
+        fit_min_sequences=data.get("fit", {}).get("min_sequences", 4),
     )
 
 

@@ -180,6 +180,7 @@ class Plan:
     apps: tuple[App, ...]
     litellm: LiteLLMSettings
     warnings: tuple[str, ...] = field(default=())
+    fit_min_sequences: int = 4  # fewer full-length sequences in the KV cache: a warning
 
     @property
     def deployments(self) -> tuple[Deployment, ...]:
