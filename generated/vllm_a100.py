@@ -125,7 +125,7 @@ MODELS = {
             "--port",
             "8000",
             "--max-model-len",
-            "32768",
+            "16384",
             "--gpu-memory-utilization",
             "0.9",
             "--tensor-parallel-size",

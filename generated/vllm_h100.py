@@ -125,7 +125,7 @@ MODELS = {
             "--port",
             "8000",
             "--max-model-len",
-            "32768",
+            "16384",
             "--gpu-memory-utilization",
             "0.9",
             "--tensor-parallel-size",
@@ -133,6 +133,8 @@ MODELS = {
             "--enforce-eager",
             "--limit-mm-per-prompt",
             '{"image": 4}',
+            "--max-num-batched-tokens",
+            "2048",
         ],
     },
     "qwen3-vl-30b": {
