@@ -42,4 +42,7 @@ check: .venv/.synced lint ## the whole test suite; fails when generated files ar
 	$(MVGEN) render --check --config $(CONFIG)
 	$(UV) run --locked pytest
 
-.PHONY: help env render validate list lint check
+.PHONY: help env render validate list lint check plan
+
+plan: .venv/.synced ## fit, cost, endpoints and what `make render` would change
+	$(MVGEN) plan --config $(CONFIG)

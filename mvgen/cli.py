@@ -135,3 +135,86 @@ def _parse_pairs(pairs: tuple[str, ...], option: str) -> dict[str, str]:
             raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint=option)
         out[key] = value
     return out
+
+
+@main.command()
+@click.option(
+    "--litellm-config",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=Path("litellm/config.yaml"),
+    show_default=True,
+    help="The generated LiteLLM config.",
+)
+@click.option(
+    "--env-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=Path("litellm/.env"),
+    show_default=True,
+    help="VLLM_API_KEY and LITELLM_MASTER_KEY; exported variables win over it.",
+)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=4000, show_default=True)
+@click.option("--check", is_flag=True, help="Check variables and files, print the command, exit.")
+@friendly_errors
+def proxy(litellm_config: Path, env_file: Path, host: str, port: int, check: bool) -> None:
+    """Run the LiteLLM proxy (without Docker) in front of the endpoints."""
+    from mvgen import proxy as litellm_proxy
+
+    launch = litellm_proxy.prepare(litellm_config, env_file, host=host, port=port)
+    click.echo(" ".join(launch.argv), err=True)
+    if not check:
+        litellm_proxy.run(launch)
+
+
+@main.command(name="env")
+@config_option
+@click.option("--gpu", help="GPU short name whose endpoint the client should use.")
+@click.option("--model", help="Model short name (needed in legacy mode).")
+@click.option("--proxy", "use_proxy", is_flag=True, help="Point the client at the LiteLLM proxy.")
+@friendly_errors
+def client_env(config_path: Path, gpu: str | None, model: str | None, use_proxy: bool) -> None:
+    """Print .env lines (LLM_BASE_URL, LLM_API_KEY placeholder) for clients like dex-bench."""
+    from mvgen.clientenv import client_env as env_lines
+
+    plan = load(config_path)
+    for line in env_lines(plan, gpu, proxy=use_proxy, model=model):
+        click.echo(line)
+
+
+@main.command()
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON for machines.")
+@click.option("--diff", "with_diff", is_flag=True, help="Show what `make render` would change.")
+@click.option(
+    "--output-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("."),
+    show_default=True,
+    help="Compare against generated/ and litellm/ under this directory.",
+)
+@click.option(
+    "--burst-minutes",
+    type=click.FloatRange(min=0),
+    default=5.0,
+    show_default=True,
+    help="Minutes of use in one burst from zero, cold start included, for the burst cost.",
+)
+@friendly_errors
+def plan(
+    config_path: Path, as_json: bool, with_diff: bool, output_dir: Path, burst_minutes: float
+) -> None:
+    """Show GPU memory fit, cost, endpoints and what a render would change; exit 1 if
+    the committed files do not match the config."""
+    import json
+
+    from mvgen.planview import build_report, print_report, to_json
+
+    report = build_report(
+        load(config_path), output_dir, burst_minutes=burst_minutes, with_diff=with_diff
+    )
+    if as_json:
+        click.echo(json.dumps(to_json(report), indent=2))
+    else:
+        print_report(report)
+    if report.failures:
+        sys.exit(1)

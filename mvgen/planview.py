@@ -1,0 +1,278 @@
+"""`mvgen plan`: what the config would deploy, whether it fits, what it costs, what a render
+would change. Like a plan before an apply: it reads and writes nothing but prints.
+
+Costs count GPU time only, at the catalog's list prices (catalog.PRICES_READ_ON); Modal also
+bills the containers' CPU and memory, and the gateway, which this leaves out.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mvgen.catalog import PRICES_READ_ON
+from mvgen.fit import GIB, Fit, assess_deployment
+from mvgen.plan import Deployment, Plan
+from mvgen.render import Change, plan_changes, render_files
+
+HOURS_PER_DAY = 24
+
+
+# --- cost arithmetic ------------------------------------------------------------------
+
+
+def hourly_cost(usd_per_gpu_hour: float | None, gpu_count: int) -> float | None:
+    """$/hour while one container is up; None when the catalog has no checked price."""
+    return None if usd_per_gpu_hour is None else usd_per_gpu_hour * gpu_count
+
+
+def burst_cost(per_hour: float | None, burst_minutes: float, scaledown_window: int) -> float | None:
+    """One burst of use from zero: the container stays up for the scale-down window after it."""
+    if per_hour is None:
+        return None
+    return per_hour * (burst_minutes * 60 + scaledown_window) / 3600
+
+
+def always_on_cost(per_hour: float | None, min_containers: int) -> float | None:
+    """$/day that min_containers cost whether or not anyone sends a request."""
+    if per_hour is None:
+        return None
+    return per_hour * HOURS_PER_DAY * min_containers
+
+
+# --- the report -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Row:
+    app: str
+    deployment: Deployment
+    fit: Fit
+    per_hour: float | None
+    per_burst: float | None
+    per_day_always_on: float | None
+
+    @property
+    def fit_label(self) -> str:
+        return self.fit.status if self.fit.status != "fits" else "ok"
+
+
+@dataclass(frozen=True)
+class Report:
+    plan: Plan
+    rows: tuple[Row, ...]
+    changes: tuple[Change, ...]
+    diffs: dict[str, str]
+    burst_minutes: float
+
+    @property
+    def pending(self) -> tuple[Change, ...]:
+        return tuple(c for c in self.changes if c.kind != "unchanged")
+
+    @property
+    def failures(self) -> list[str]:
+        """What would go wrong if this were applied as it stands: each makes the exit code 1.
+
+        Pairs that do not fit and too many endpoints never get here: validation refuses them
+        (exit 2, with the fixes). What is left is a config the committed files do not match.
+        """
+        out = []
+        if self.pending:
+            out.append(
+                f"generated files are stale: `make render` would change {len(self.pending)} "
+                "file(s), so `make check` fails and a deploy would not match the config"
+            )
+        return out
+
+    def low(self, row: Row) -> bool:
+        return row.fit.fits and row.fit.sequences < self.plan.fit_min_sequences
+
+
+def build_report(
+    plan: Plan, out_dir: Path, *, burst_minutes: float = 5.0, with_diff: bool = False
+) -> Report:
+    rows = []
+    for app in plan.apps:
+        for d in app.deployments:
+            per_hour = hourly_cost(d.gpu.type.usd_per_hour, d.settings.gpu_count)
+            rows.append(
+                Row(
+                    app=app.name,
+                    deployment=d,
+                    fit=assess_deployment(d),
+                    per_hour=per_hour,
+                    per_burst=burst_cost(per_hour, burst_minutes, d.settings.scaledown_window),
+                    per_day_always_on=always_on_cost(per_hour, d.settings.min_containers),
+                )
+            )
+    files = render_files(plan)
+    changes = plan_changes(files, out_dir)
+    diffs = unified_diffs(files, changes, out_dir) if with_diff else {}
+    return Report(plan, tuple(rows), tuple(changes), diffs, burst_minutes)
+
+
+def unified_diffs(files: dict[str, str], changes: list[Change], out_dir: Path) -> dict[str, str]:
+    """What `make render` would do to each file, as `diff -u` shows it."""
+    out = {}
+    for change in changes:
+        if change.kind == "unchanged":
+            continue
+        target = out_dir / change.path
+        old = target.read_text(encoding="utf-8") if target.exists() else ""
+        new = files.get(change.path, "")
+        lines = difflib.unified_diff(
+            old.splitlines(keepends=True),
+            new.splitlines(keepends=True),
+            fromfile=f"a/{change.path}" if change.kind != "added" else "/dev/null",
+            tofile=f"b/{change.path}" if change.kind != "removed" else "/dev/null",
+        )
+        out[change.path] = "".join(lines)
+    return out
+
+
+# --- output ---------------------------------------------------------------------------
+
+
+def to_json(report: Report) -> dict[str, Any]:
+    plan = report.plan
+    apps: dict[str, dict[str, Any]] = {}
+    for app in plan.apps:
+        apps[app.name] = {"name": app.name, "gpu": app.gpu.type.name, "url": app.url, "models": []}
+    for row in report.rows:
+        apps[row.app]["models"].append(_row_json(report, row))
+    return {
+        "config": plan.source,
+        "mode": plan.mode,
+        "prices_read_on": PRICES_READ_ON,
+        "burst_minutes": report.burst_minutes,
+        "fit_min_sequences": plan.fit_min_sequences,
+        "apps": list(apps.values()),
+        "endpoints": {"used": plan.endpoints_needed, "limit": plan.endpoint_limit},
+        "changes": [_change_json(report, c) for c in report.pending],
+        "warnings": list(plan.warnings),
+        "failures": report.failures,
+        "ok": not report.failures,
+    }
+
+
+def _change_json(report: Report, change: Change) -> dict[str, str]:
+    out = {"path": change.path, "kind": change.kind}
+    if change.path in report.diffs:
+        out["diff"] = report.diffs[change.path]
+    return out
+
+
+def _row_json(report: Report, row: Row) -> dict[str, Any]:
+    d, fit = row.deployment, row.fit
+    return {
+        "model": d.model.key,
+        "route": d.route,
+        "gpu": d.gpu_spec,
+        "max_model_len": d.settings.max_model_len,
+        "quantization": d.settings.quantization,
+        "fit": {
+            "status": fit.status,
+            "reason": fit.reason,
+            "below_min_sequences": report.low(row),
+            "weights_gib": _gib(fit.weight_bytes) if fit.known else None,
+            "overhead_gib": _gib(fit.overhead_bytes) if fit.known else None,
+            "kv_budget_gib": _gib(fit.kv_budget_bytes) if fit.known else None,
+            "kv_bytes_per_token": fit.kv_bytes_per_token if fit.known else None,
+            "kv_per_sequence_gib": _gib(fit.sequence_bytes) if fit.known else None,
+            "sequences": round(fit.sequences, 2) if fit.known else None,
+            "longest_max_model_len": fit.longest_len,
+        },
+        "cost": {
+            "usd_per_hour": _usd(row.per_hour),
+            "usd_per_burst": _usd(row.per_burst),
+            "scaledown_window_s": d.settings.scaledown_window,
+            "min_containers": d.settings.min_containers,
+            "usd_per_day_always_on": _usd(row.per_day_always_on),
+        },
+    }
+
+
+def _gib(n: float) -> float:
+    return round(n / GIB, 2)
+
+
+def _usd(n: float | None) -> float | None:
+    return None if n is None else round(n, 2)
+
+
+def print_report(report: Report) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if not console.is_terminal:
+        console.width = max(console.width, 150)  # a pipe or a test: don't fold the table
+    plan = report.plan
+    table = Table(title=f"mvgen plan: {plan.source}, {plan.mode} mode")
+    for name, justify in COLUMNS:
+        table.add_column(name, justify=justify, overflow="fold")
+    for i, row in enumerate(report.rows):
+        last_of_app = i + 1 == len(report.rows) or report.rows[i + 1].app != row.app
+        table.add_row(*_cells(report, row), end_section=last_of_app)
+    console.print(table)
+    console.print(
+        f"seqs: full-length sequences the KV cache holds at once ({plan.fit_min_sequences}+ "
+        f"wanted: fit.min_sequences). $/h: Modal GPU list prices read {PRICES_READ_ON}, GPU "
+        f"time only. $/burst: {report.burst_minutes:g} min of use from zero plus the "
+        "scaledown_window idle. $/day on: min_containers kept up all day."
+    )
+    console.print(f"web endpoints: {plan.endpoints_needed} of {plan.endpoint_limit}")
+    if report.pending:
+        console.print(f"make render would change {len(report.pending)} file(s):")
+        for change in report.pending:
+            console.print(f"  {change.kind:>8}  {change.path}", markup=False)
+    else:
+        console.print("make render would change nothing")
+    for text in report.diffs.values():
+        console.out(text, end="", highlight=False)
+    for failure in report.failures:
+        console.print(f"would fail: {failure}", markup=False)
+
+
+COLUMNS = (
+    ("app", "left"),
+    ("model", "left"),
+    ("gpu", "left"),
+    ("dtype", "left"),
+    ("max len", "right"),
+    ("weights", "right"),
+    ("KV budget", "right"),
+    ("KV/seq", "right"),
+    ("seqs", "right"),
+    ("fit", "left"),
+    ("$/h", "right"),
+    ("$/burst", "right"),
+    ("$/day on", "right"),
+)
+
+
+def _cells(report: Report, row: Row) -> tuple[str, ...]:
+    d, fit = row.deployment, row.fit
+    known = fit.known
+    label = "low" if report.low(row) else row.fit_label
+    return (
+        row.app,
+        d.model.key,
+        d.gpu_spec,
+        d.settings.quantization or "bf16",
+        str(d.settings.max_model_len),
+        f"{fit.weight_bytes / GIB:.1f} GiB" if known else "?",
+        f"{fit.kv_budget_bytes / GIB:.1f} GiB" if known else "?",
+        f"{fit.sequence_bytes / GIB:.2f} GiB" if known else "?",
+        f"{fit.sequences:.1f}" if known else "?",
+        label,
+        _money(row.per_hour),
+        _money(row.per_burst),
+        _money(row.per_day_always_on),
+    )
+
+
+def _money(n: float | None) -> str:
+    return "?" if n is None else f"{n:.2f}"
