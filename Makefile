@@ -46,3 +46,40 @@ check: .venv/.synced lint ## the whole test suite; fails when generated files ar
 
 plan: .venv/.synced ## fit, cost, endpoints and what `make render` would change
 	$(MVGEN) plan --config $(CONFIG)
+
+PROXY_PORT ?= 4000
+
+proxy: .venv/.synced ## run the LiteLLM proxy on :4000 without Docker (reads litellm/.env)
+	$(MVGEN) proxy --env-file litellm/.env --port $(PROXY_PORT)
+
+.PHONY: proxy
+
+# Deploy and smoke-test (docs/deploy.md). GPU picks the app; MODEL narrows it (legacy
+# mode: picks the model x GPU app); a wrong or missing name lists the valid choices.
+GPU ?=
+MODEL ?=
+URL ?=
+APP_ARGS = $(if $(GPU),--gpu $(GPU)) $(if $(MODEL),--model $(MODEL))
+
+deploy: .venv/.synced ## preflight, then deploy GPU=h100 [MODEL=gemma-3-12b]
+	$(MVGEN) deploy --config $(CONFIG) $(APP_ARGS)
+
+deploy-all: .venv/.synced ## preflight, deploy every app, summary table
+	$(MVGEN) deploy --all --config $(CONFIG)
+
+url: .venv/.synced ## endpoint URL of GPU=h100 [MODEL=...]
+	$(MVGEN) url --config $(CONFIG) $(APP_ARGS)
+
+logs: .venv/.synced ## recent logs of GPU=h100 [MODEL=...] [FOLLOW=1]
+	$(MVGEN) logs --config $(CONFIG) $(APP_ARGS) $(if $(FOLLOW),--follow)
+
+stop: .venv/.synced ## stop the app of GPU=h100 [MODEL=...]
+	$(MVGEN) stop --config $(CONFIG) $(APP_ARGS)
+
+test: .venv/.synced ## smoke-test GPU=h100 [MODEL=...] [URL=...]; key from VLLM_API_KEY
+	$(MVGEN) test --config $(CONFIG) $(APP_ARGS) $(if $(URL),--url $(URL))
+
+test-all: .venv/.synced ## smoke-test every app; key from VLLM_API_KEY
+	$(MVGEN) test --all --config $(CONFIG)
+
+.PHONY: deploy deploy-all url logs stop test test-all
