@@ -1,0 +1,371 @@
+"""How the gateway reaches model servers: over HTTP, or through a Modal class.
+
+`HttpBackend` forwards to OpenAI-compatible servers (vLLM on localhost in legacy mode,
+any URL for `mvgen gateway`). `ModalBackend` calls the per-model container pool of a
+gpu-mode app; the pool answers with the plain-data wire format defined here (see
+`PoolServer` in vllm_process.py, which uses `HttpUpstream` to reach its local vLLM).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import httpx
+
+from .errors import (
+    ApiError,
+    ModelNotDeployed,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from .models import ServedModel
+
+# Upstream response headers worth relaying; everything else (hop-by-hop headers,
+# content-length/encoding that no longer match, server identity) is dropped.
+RELAYED_RESPONSE_HEADERS = frozenset({"content-type", "retry-after", "x-request-id"})
+
+# vLLM refuses connections while it loads, so a refused connection is retried this often.
+CONNECT_RETRY_INTERVAL = 0.25
+
+# Below uvicorn's 5 s keep-alive timeout (vLLM runs uvicorn), so the gateway never
+# reuses a connection the server is about to close.
+KEEPALIVE_EXPIRY = 2.0
+
+
+@dataclass(frozen=True)
+class UpstreamResponse:
+    status: int
+    headers: dict[str, str]  # filtered to RELAYED_RESPONSE_HEADERS
+    content: bytes
+
+
+@dataclass
+class UpstreamStream:
+    """An upstream response whose body is still arriving; always `aclose()` it."""
+
+    status: int
+    headers: dict[str, str]
+    chunks: AsyncIterator[bytes]
+    _close: Callable[[], Awaitable[Any]] = field(repr=False)
+
+    async def aclose(self) -> None:
+        await self._close()
+
+    async def read(self, limit: int) -> bytes:
+        """The body, for error responses; stops at `limit` bytes."""
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in self.chunks:
+            parts.append(chunk)
+            size += len(chunk)
+            if size >= limit:
+                break
+        return b"".join(parts)[:limit]
+
+
+class Backend(Protocol):
+    async def request(self, model: ServedModel, path: str, body: dict) -> UpstreamResponse: ...
+
+    async def stream(self, model: ServedModel, path: str, body: dict) -> UpstreamStream: ...
+
+    async def ready(self, model: ServedModel) -> bool: ...
+
+    async def aclose(self) -> None: ...
+
+
+def relay_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    return {k.lower(): v for k, v in headers.items() if k.lower() in RELAYED_RESPONSE_HEADERS}
+
+
+# --- HTTP ---------------------------------------------------------------------------
+
+
+def new_http_client(timeout: float) -> httpx.AsyncClient:
+    """One pooled client per process: no pool limit (the gateway's concurrency is set
+    by Modal), no proxy settings from the environment (upstreams are usually loopback)."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(timeout, connect=5.0, pool=None),
+        limits=httpx.Limits(
+            max_connections=None,
+            max_keepalive_connections=512,
+            keepalive_expiry=KEEPALIVE_EXPIRY,
+        ),
+        headers={"accept-encoding": "identity"},
+        trust_env=False,
+    )
+
+
+def map_transport_error(exc: httpx.HTTPError, label: str) -> UpstreamError:
+    """Turn an httpx failure into the status the client should see."""
+    if isinstance(exc, httpx.TimeoutException):
+        return UpstreamTimeout(f"{label} did not answer in time ({type(exc).__name__}).")
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return UpstreamProtocolError(
+            f"{label} closed the connection or sent a malformed HTTP response."
+        )
+    if isinstance(exc, httpx.NetworkError):
+        return UpstreamProtocolError(
+            f"{label} connection failed ({type(exc).__name__}).",
+            code="upstream_connection_error",
+        )
+    return UpstreamProtocolError(f"{label} request failed ({type(exc).__name__}).")
+
+
+class HttpUpstream:
+    """One OpenAI-compatible server at `base_url` (without /v1), on a shared client."""
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        base_url: str,
+        *,
+        label: str = "upstream",
+        connect_wait: float = 0.0,
+        retry_after: int = 30,
+    ) -> None:
+        self._client = client
+        self._base = base_url.rstrip("/")
+        self._label = label
+        self._connect_wait = connect_wait
+        self._retry_after = retry_after
+
+    async def request(self, method: str, path: str, body: dict | None = None) -> UpstreamResponse:
+        response = await self._send(method, path, body)
+        try:
+            content = await response.aread()
+        except httpx.HTTPError as exc:
+            raise map_transport_error(exc, self._label) from exc
+        finally:
+            await response.aclose()
+        return UpstreamResponse(response.status_code, relay_headers(response.headers), content)
+
+    async def healthy(self, timeout: float = 5.0) -> bool:
+        """One GET /health, no retries: a loading server simply is not healthy yet."""
+        try:
+            response = await self._client.get(self._base + "/health", timeout=timeout)
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200
+
+    async def stream(self, path: str, body: dict) -> UpstreamStream:
+        response = await self._send("POST", path, body)
+        return UpstreamStream(
+            response.status_code,
+            relay_headers(response.headers),
+            self._chunks(response),
+            response.aclose,
+        )
+
+    async def _chunks(self, response: httpx.Response) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in response.aiter_bytes():
+                yield chunk
+        except httpx.HTTPError as exc:
+            raise map_transport_error(exc, self._label) from exc
+
+    async def _send(self, method: str, path: str, body: dict | None) -> httpx.Response:
+        deadline = time.monotonic() + self._connect_wait
+        while True:
+            request = self._client.build_request(method, self._base + path, json=body)
+            try:
+                return await self._client.send(request, stream=True)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                if time.monotonic() >= deadline:
+                    raise UpstreamUnavailable(
+                        f"{self._label} is not accepting connections "
+                        "(it may still be loading the model).",
+                        retry_after=self._retry_after,
+                    ) from exc
+                await asyncio.sleep(CONNECT_RETRY_INTERVAL)
+            except httpx.HTTPError as exc:
+                raise map_transport_error(exc, self._label) from exc
+
+
+class HttpBackend:
+    """Forwards to OpenAI-compatible servers: model key -> base URL without /v1.
+
+    `timeout` bounds each read (between stream chunks, or for a whole non-streamed
+    answer); `connect_wait` is how long refused connections are retried, because vLLM
+    refuses them while it loads. The gateway's cold-start budget usually cuts both.
+    """
+
+    def __init__(
+        self,
+        upstreams: Mapping[str, str],
+        *,
+        timeout: float = 600.0,
+        connect_wait: float = 600.0,
+    ) -> None:
+        self._client = new_http_client(timeout)
+        self._upstreams = {
+            key: HttpUpstream(
+                self._client, url, label=f"Model server for '{key}'", connect_wait=connect_wait
+            )
+            for key, url in upstreams.items()
+        }
+
+    def _upstream(self, model: ServedModel) -> HttpUpstream:
+        upstream = self._upstreams.get(model.key)
+        if upstream is None:
+            raise ModelNotDeployed(model.served_name)
+        return upstream
+
+    async def request(self, model: ServedModel, path: str, body: dict) -> UpstreamResponse:
+        return await self._upstream(model).request("POST", path, body)
+
+    async def stream(self, model: ServedModel, path: str, body: dict) -> UpstreamStream:
+        return await self._upstream(model).stream(path, body)
+
+    async def ready(self, model: ServedModel) -> bool:
+        """GET /health on the upstream, once, with a short deadline."""
+        try:
+            upstream = self._upstream(model)
+        except ModelNotDeployed:
+            return False
+        return await upstream.healthy()
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+# --- Wire format between ModalBackend and PoolServer (plain picklable data) ----------
+
+
+def response_to_wire(response: UpstreamResponse) -> dict[str, Any]:
+    return {
+        "status": response.status,
+        "headers": dict(response.headers),
+        "content": bytes(response.content),
+    }
+
+
+def response_from_wire(data: Mapping[str, Any]) -> UpstreamResponse:
+    return UpstreamResponse(
+        int(data["status"]), relay_headers(data.get("headers") or {}), bytes(data["content"])
+    )
+
+
+def error_response(error: ApiError) -> UpstreamResponse:
+    """An ApiError as an HTTP response, so a pool can answer with it like vLLM would."""
+    headers = {"content-type": "application/json"}
+    headers.update({k.lower(): v for k, v in error.headers().items()})
+    return UpstreamResponse(error.status, headers, json.dumps(error.body()).encode())
+
+
+def stream_start_to_wire(status: int, headers: Mapping[str, str]) -> dict[str, Any]:
+    return {"status": status, "headers": dict(headers)}
+
+
+def stream_error_to_wire(error: ApiError) -> dict[str, Any]:
+    """A failure after the stream started; the gateway turns it into an SSE error."""
+    return {"error": error.to_wire()}
+
+
+async def chunks_from_wire(items: AsyncIterator[Any]) -> AsyncIterator[bytes]:
+    async for item in items:
+        if isinstance(item, dict):
+            raise ApiError.from_wire(item["error"])
+        yield bytes(item)
+
+
+# --- Modal ----------------------------------------------------------------------------
+
+
+def _pool_failure(model: ServedModel, exc: Exception) -> UpstreamError:
+    return UpstreamProtocolError(
+        f"The container pool for '{model.served_name}' failed ({type(exc).__name__}).",
+        code="upstream_pool_error",
+    )
+
+
+class ModalBackend:
+    """Calls a Modal parametrized class: `cls(model=key).request.remote.aio(path, body)`
+    and `cls(model=key).stream.remote_gen.aio(path, body)`. `cls` is the class, or a
+    mapping of model key to class when an app has several pools. The class object is
+    passed in, so this module never imports modal."""
+
+    def __init__(self, cls: Any) -> None:
+        self._cls = cls
+        self._pools: dict[str, Any] = {}
+
+    def _pool(self, model: ServedModel) -> Any:
+        if model.key not in self._pools:
+            cls = self._cls
+            if isinstance(cls, Mapping):
+                if model.key not in cls:
+                    raise ModelNotDeployed(model.served_name)
+                cls = cls[model.key]
+            self._pools[model.key] = cls(model=model.key)
+        return self._pools[model.key]
+
+    async def request(self, model: ServedModel, path: str, body: dict) -> UpstreamResponse:
+        try:
+            wire = await self._pool(model).request.remote.aio(path, body)
+        except ApiError:
+            raise
+        except Exception as exc:
+            raise _pool_failure(model, exc) from exc
+        return response_from_wire(wire)
+
+    async def stream(self, model: ServedModel, path: str, body: dict) -> UpstreamStream:
+        items = self._pool(model).stream.remote_gen.aio(path, body)
+        try:
+            # The first item arrives once a container is up: this is the cold start.
+            first = await anext(items)
+        except StopAsyncIteration:
+            raise UpstreamProtocolError(
+                f"The container pool for '{model.served_name}' ended the stream early."
+            ) from None
+        except ApiError:
+            await _close_quietly(items)
+            raise
+        except Exception as exc:
+            await _close_quietly(items)
+            raise _pool_failure(model, exc) from exc
+        except BaseException:  # cancelled: the client left or the budget ran out
+            await _close_quietly(items)
+            raise
+        return UpstreamStream(
+            int(first["status"]),
+            relay_headers(first.get("headers") or {}),
+            self._chunks(model, items),
+            lambda: _close_quietly(items),
+        )
+
+    async def _chunks(self, model: ServedModel, items: Any) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in chunks_from_wire(items):
+                yield chunk
+        except ApiError:
+            raise
+        except Exception as exc:
+            raise _pool_failure(model, exc) from exc
+
+    async def ready(self, model: ServedModel) -> bool:
+        """Asks the pool for vLLM's /health. Unlike HttpBackend this starts a container
+        when none is running, which is why the gateway's /health never calls it."""
+        try:
+            wire = await self._pool(model).request.remote.aio("/health", {})
+        except Exception:
+            return False
+        return int(wire["status"]) == 200
+
+    async def aclose(self) -> None:
+        self._pools.clear()
+
+
+async def _close_quietly(items: Any) -> None:
+    aclose = getattr(items, "aclose", None)
+    if aclose is None:
+        return
+    try:
+        await aclose()
+    except Exception:  # the stream already failed or finished; nothing left to release
+        pass
