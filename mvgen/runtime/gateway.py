@@ -1,0 +1,471 @@
+"""The public, OpenAI-compatible gateway in front of the vLLM servers of one app.
+
+It authenticates with a Bearer key, resolves the requested model by any of its names,
+forwards the JSON body with only `model` rewritten, and relays answers and SSE streams.
+Only four routes exist; vLLM's other (unauthenticated) routes are never reachable.
+See docs/gateway.md for the behaviour and the reasons behind it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .backends import Backend, UpstreamResponse
+from .errors import ApiError, UpstreamProtocolError, error_body, relay_error_content
+from .models import ModelTable, ServedModel
+from .streaming import StreamPolicy, StreamRelay, cancel_and_wait, wait_for_disconnect
+
+log = logging.getLogger("mvgen.gateway")
+
+T = TypeVar("T")
+
+CHAT_PATH = "/v1/chat/completions"
+COMPLETIONS_PATH = "/v1/completions"
+ROUTE_PATHS = frozenset({"/health", "/v1/models", CHAT_PATH, COMPLETIONS_PATH})
+CLIENT_CLOSED_REQUEST = 499  # nginx's convention; only ever seen in our log line
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    api_key_env: str = "API_KEY"  # comma-separated keys, read once at app creation
+    require_auth: bool = True  # False only for `mvgen gateway --no-auth`
+    max_body_bytes: int = 32 * 1024 * 1024  # room for a few base64 images
+    # Non-streaming: how long to wait for the upstream before 503 + Retry-After;
+    # safely under Modal's 150 s web request limit (past it Modal answers 303).
+    cold_start_budget: float = 120.0
+    retry_after: int = 30
+    # Streaming: wait this long for the upstream's status before committing to 200
+    # and SSE keep-alive comments, then at most stream_start_timeout in total.
+    stream_commit_after: float = 10.0
+    keepalive_interval: float = 10.0
+    stream_start_timeout: float = 600.0
+    max_error_body_bytes: int = 64 * 1024
+
+    def stream_policy(self) -> StreamPolicy:
+        return StreamPolicy(
+            commit_after=self.stream_commit_after,
+            keepalive_interval=self.keepalive_interval,
+            start_timeout=self.stream_start_timeout,
+            error_body_limit=self.max_error_body_bytes,
+        )
+
+
+def create_app(
+    models: ModelTable, backend: Backend, *, settings: GatewaySettings | None = None
+) -> Starlette:
+    settings = settings or GatewaySettings()
+    gateway = _Gateway(models, backend, settings, load_api_keys(settings.api_key_env))
+    _ensure_log_output()
+    app = Starlette(
+        routes=gateway.routes(),
+        middleware=[Middleware(RequestLogMiddleware), Middleware(CanonicalPathMiddleware)],
+        exception_handlers={
+            ApiError: _api_error_response,
+            HTTPException: _http_error_response,
+            ClientDisconnect: _client_gone_response,
+            Exception: _internal_error_response,
+        },
+        lifespan=gateway.lifespan,
+    )
+    # "/v1/models/" must be a 404 like any other unknown path, not a redirect.
+    app.router.redirect_slashes = False
+    return app
+
+
+def load_api_keys(env_var: str) -> tuple[bytes, ...]:
+    raw = os.environ.get(env_var, "")
+    return tuple(key.strip().encode() for key in raw.split(",") if key.strip())
+
+
+class _Gateway:
+    def __init__(
+        self,
+        models: ModelTable,
+        backend: Backend,
+        settings: GatewaySettings,
+        keys: tuple[bytes, ...],
+    ) -> None:
+        self._models = models
+        self._backend = backend
+        self._settings = settings
+        self._keys = keys
+        self._created = int(time.time())
+        if settings.require_auth and not keys:
+            log.error(
+                "%s is empty: every authenticated route will answer 500 "
+                "server_misconfigured until a key is configured",
+                settings.api_key_env,
+            )
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/health", self.health, methods=["GET"]),
+            Route("/v1/models", self.list_models, methods=["GET"]),
+            Route(CHAT_PATH, self.chat_completions, methods=["POST"]),
+            Route(COMPLETIONS_PATH, self.completions, methods=["POST"]),
+        ]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await self._backend.aclose()
+
+    async def health(self, request: Request) -> Response:
+        # Never touches the backend: a health probe must not wake a GPU pool.
+        return JSONResponse({"status": "ok"})
+
+    async def list_models(self, request: Request) -> Response:
+        self._authorize(request)
+        data = [
+            {
+                "id": model.served_name,
+                "object": "model",
+                "created": self._created,
+                "owned_by": "mvgen",
+            }
+            for model in sorted(self._models.models, key=lambda m: m.served_name)
+        ]
+        return JSONResponse({"object": "list", "data": data})
+
+    async def chat_completions(self, request: Request) -> Response:
+        return await self._generate(request, CHAT_PATH)
+
+    async def completions(self, request: Request) -> Response:
+        return await self._generate(request, COMPLETIONS_PATH)
+
+    async def _generate(self, request: Request, path: str) -> Any:
+        self._authorize(request)
+        body = await read_json_object(request, self._settings.max_body_bytes)
+        model = self._resolve(body)
+        stream = stream_flag(body)
+        request.state.model = model.key
+        request.state.stream = stream
+        body["model"] = model.served_name
+        if stream:
+            return StreamRelay(
+                lambda: self._backend.stream(model, path, body),
+                self._settings.stream_policy(),
+                model.served_name,
+            )
+        return await self._forward(request, model, path, body)
+
+    async def _forward(
+        self, request: Request, model: ServedModel, path: str, body: dict
+    ) -> Response:
+        try:
+            async with asyncio.timeout(self._settings.cold_start_budget):
+                upstream = await until_disconnected(
+                    self._backend.request(model, path, body), request.receive
+                )
+        except TimeoutError:
+            raise self._not_ready(model) from None
+        if upstream is None:
+            request.state.client_disconnected = True
+            return Response(status_code=CLIENT_CLOSED_REQUEST)
+        return relay_response(upstream)
+
+    def _not_ready(self, model: ServedModel) -> ApiError:
+        budget = self._settings.cold_start_budget
+        return ApiError(
+            503,
+            "model_not_ready",
+            f"Model '{model.served_name}' did not answer within {budget:.0f} s. It is "
+            "probably starting (a cold start loads the model onto a GPU and can take "
+            f"minutes): retry in {self._settings.retry_after} s. Generations longer "
+            "than that should use stream=true.",
+            retry_after=self._settings.retry_after,
+        )
+
+    def _authorize(self, request: Request) -> None:
+        if not self._settings.require_auth:
+            return
+        if not self._keys:
+            # A missing secret must never mean "open".
+            raise ApiError(
+                500,
+                "server_misconfigured",
+                "The gateway has no API key configured, so it refuses every request. "
+                f"Set {self._settings.api_key_env} (e.g. in the Modal secret).",
+            )
+        token = bearer_token(request.headers.get("authorization"))
+        if token is None:
+            raise _unauthorized(
+                "missing_api_key", "Missing API key: send 'Authorization: Bearer <key>'."
+            )
+        if not key_matches(token, self._keys):
+            raise _unauthorized("invalid_api_key", "Invalid API key.")
+
+    def _resolve(self, body: dict[str, Any]) -> ServedModel:
+        name = body.get("model")
+        available = ", ".join(self._models.names())
+        if name is None:
+            raise ApiError(
+                400,
+                "missing_model",
+                f"The request body must name a 'model'. Available models: {available}.",
+            )
+        if not isinstance(name, str) or not name:
+            raise ApiError(400, "invalid_model", "'model' must be a non-empty string.")
+        model = self._models.resolve(name)
+        if model is None:
+            raise ApiError(
+                404,
+                "model_not_found",
+                f"The model {name[:100]!r} does not exist. Available models: {available}.",
+            )
+        return model
+
+
+# --- request parsing ---------------------------------------------------------------
+
+
+def bearer_token(header: str | None) -> bytes | None:
+    if not header:
+        return None
+    scheme, _, token = header.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return None
+    return token.encode("utf-8", errors="surrogateescape")
+
+
+def key_matches(token: bytes, keys: tuple[bytes, ...]) -> bool:
+    """Constant-time comparison against every key (no early exit reveals which)."""
+    matched = False
+    for key in keys:
+        matched |= hmac.compare_digest(token, key)
+    return matched
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 past `limit` whatever Content-Length claims."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
+    raw = await read_body(request, limit)
+    try:
+        data = json.loads(raw, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise ApiError(
+            400,
+            "invalid_json",
+            f"The request body is not valid JSON ({exc.msg} at line {exc.lineno} "
+            f"column {exc.colno}).",
+        ) from None
+    except (ValueError, RecursionError) as exc:
+        raise ApiError(
+            400, "invalid_json", f"The request body is not valid JSON ({exc})."
+        ) from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "invalid_request", "The request body must be a JSON object.")
+    return data
+
+
+def stream_flag(body: dict[str, Any]) -> bool:
+    stream = body.get("stream")
+    if stream is None:
+        return False
+    if not isinstance(stream, bool):
+        raise ApiError(400, "invalid_stream", "'stream' must be true or false.")
+    return stream
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, "request_too_large", f"The request body is larger than {limit} bytes.")
+
+
+def _unauthorized(code: str, message: str) -> ApiError:
+    return ApiError(401, code, message, headers={"WWW-Authenticate": "Bearer"})
+
+
+# --- upstream answers ----------------------------------------------------------------
+
+
+async def until_disconnected(work: Awaitable[T], receive: Any) -> T | None:
+    """Await `work`, or cancel it and return None if the client disconnects first."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(wait_for_disconnect(receive))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        await cancel_and_wait(task, watcher)
+    if task.cancelled():
+        return None
+    return task.result()
+
+
+def relay_response(upstream: UpstreamResponse) -> Response:
+    """The upstream's status and body; a success must be JSON, an error becomes JSON."""
+    headers = dict(upstream.headers)
+    headers.setdefault("content-type", "application/json")
+    if 200 <= upstream.status < 300:
+        try:
+            json.loads(upstream.content)
+        except (ValueError, RecursionError):
+            raise UpstreamProtocolError(
+                "The model server answered with a body that is not JSON.",
+                code="bad_upstream_response",
+            ) from None
+        return Response(upstream.content, upstream.status, headers=headers)
+    content = relay_error_content(upstream.status, upstream.content)
+    headers["content-type"] = "application/json"
+    return Response(content, upstream.status, headers=headers)
+
+
+# --- error responses -----------------------------------------------------------------
+
+
+async def _api_error_response(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return JSONResponse(exc.body(), exc.status, headers=exc.headers())
+
+
+async def _http_error_response(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        message = f"Method {request.method} is not allowed on this route."
+        code = "method_not_allowed"
+    elif exc.status_code == 404:
+        message, code = "Unknown route.", "not_found"
+    else:
+        message, code = str(exc.detail), "http_error"
+    return JSONResponse(
+        error_body(message, code, exc.status_code), exc.status_code, headers=exc.headers
+    )
+
+
+async def _client_gone_response(request: Request, exc: Exception) -> Response:
+    request.state.client_disconnected = True
+    return Response(status_code=CLIENT_CLOSED_REQUEST)
+
+
+async def _internal_error_response(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error", exc_info=exc)
+    return JSONResponse(
+        error_body("Internal gateway error.", "internal_error", 500), status_code=500
+    )
+
+
+# --- middleware ----------------------------------------------------------------------
+
+
+class CanonicalPathMiddleware:
+    """404 for any path that only matches a route after percent-decoding, e.g.
+    `/v1/chat%2Fcompletions`: only the canonical spelling of a route exists."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and not _is_canonical(scope):
+            response = JSONResponse(error_body("Unknown route.", "not_found", 404), 404)
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _is_canonical(scope: dict) -> bool:
+    raw_path = scope.get("raw_path")
+    if raw_path is None:  # servers may omit it; the decoded path is then all we have
+        return True
+    return raw_path.split(b"?", 1)[0] == scope["path"].encode("utf-8", "surrogateescape")
+
+
+class RequestLogMiddleware:
+    """One log line per request: route, model, status, latency, bytes. Never headers,
+    query strings or bodies, so never a key or prompt text."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        counts = {"status": 0, "bytes_in": 0, "bytes_out": 0}
+
+        async def counting_receive() -> dict:
+            message = await receive()
+            if message["type"] == "http.request":
+                counts["bytes_in"] += len(message.get("body", b""))
+            return message
+
+        async def counting_send(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                counts["status"] = message["status"]
+            elif message["type"] == "http.response.body":
+                counts["bytes_out"] += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, counting_send)
+        finally:
+            _log_request(scope, counts, started)
+
+
+def _log_request(scope: dict, counts: dict[str, int], started: float) -> None:
+    state = scope.get("state") or {}
+    route = scope["path"] if scope["path"] in ROUTE_PATHS else "(unknown)"
+    extra = ""
+    if state.get("stream_error"):
+        extra += f" stream_error={state['stream_error']}"
+    if state.get("client_disconnected"):
+        extra += " client_disconnected=true"
+    log.info(
+        "request method=%s route=%s model=%s stream=%s status=%s latency_ms=%d "
+        "bytes_in=%d bytes_out=%d%s",
+        scope.get("method", "-"),
+        route,
+        state.get("model", "-"),
+        "true" if state.get("stream") else "false",
+        counts["status"] or 500,
+        (time.perf_counter() - started) * 1000,
+        counts["bytes_in"],
+        counts["bytes_out"],
+        extra,
+    )
+
+
+def _ensure_log_output() -> None:
+    """Inside a Modal container nothing configures logging; make the request lines
+    visible there without duplicating them where logging is already set up."""
+    if log.level == logging.NOTSET:
+        log.setLevel(logging.INFO)
+    if not log.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
+        log.addHandler(handler)

@@ -1,0 +1,221 @@
+"""Relaying an upstream SSE stream to the client, including across a cold start.
+
+Policy (docs/gateway.md explains why): if the upstream answers within `commit_after`
+seconds, its real status is relayed (so a 400 from vLLM stays a 400). Otherwise the
+model is probably starting, so the gateway sends `200 text/event-stream` at once and an
+SSE comment every `keepalive_interval` seconds: Modal only redirects (303) a web
+request whose response has not started within 150 s, and SSE comments are ignored by
+OpenAI-compatible clients. A failure after that point arrives as an SSE `error` event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .backends import UpstreamStream
+from .errors import ApiError, relay_error_content
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+
+SSE_HEADERS = {
+    "content-type": "text/event-stream; charset=utf-8",
+    "cache-control": "no-cache",
+    "x-accel-buffering": "no",  # tells nginx-style proxies not to buffer
+}
+WAITING_COMMENT = b": waiting for the model to start\n\n"
+KEEPALIVE_COMMENT = b": keep-alive\n\n"
+_ERROR_BODY_READ_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class StreamPolicy:
+    commit_after: float
+    keepalive_interval: float
+    start_timeout: float
+    error_body_limit: int
+
+
+async def wait_for_disconnect(receive: Receive) -> None:
+    """Returns when the client goes away (call only after the body was read)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def cancel_and_wait(*tasks: asyncio.Future[Any]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def sse_data(payload: Any) -> bytes:
+    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+
+
+def _encode_headers(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+
+
+class StreamRelay:
+    """An ASGI response that opens the upstream stream and relays it chunk by chunk.
+
+    A client disconnect cancels the relay, which closes the upstream stream, which
+    makes vLLM abort the generation.
+    """
+
+    def __init__(
+        self,
+        open_stream: Callable[[], Awaitable[UpstreamStream]],
+        policy: StreamPolicy,
+        model_name: str,
+    ) -> None:
+        self._open_stream = open_stream
+        self._policy = policy
+        self._model_name = model_name
+        self._state: dict[str, Any] = {}
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        self._state = scope.setdefault("state", {})
+        relay = asyncio.ensure_future(self._relay(send))
+        watcher = asyncio.ensure_future(wait_for_disconnect(receive))
+        try:
+            await asyncio.wait({relay, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            await cancel_and_wait(relay, watcher)
+        if relay.cancelled():
+            self._state["client_disconnected"] = True
+        else:
+            relay.result()  # surface a bug in the relay itself
+
+    async def _relay(self, send: Send) -> None:
+        started = time.monotonic()
+        opening = asyncio.ensure_future(self._open_stream())
+        try:
+            await asyncio.wait({opening}, timeout=self._policy.commit_after)
+            if opening.done():
+                await self._answer_directly(opening, send)
+            else:
+                await self._answer_committed(opening, send, started)
+        finally:
+            await _discard(opening)
+
+    async def _answer_directly(self, opening: asyncio.Future[UpstreamStream], send: Send) -> None:
+        """The upstream answered quickly: relay its real status."""
+        try:
+            upstream = opening.result()
+        except ApiError as exc:
+            body = json.dumps(exc.body()).encode()
+            headers = {"content-type": "application/json", **exc.headers()}
+            await self._send_whole(send, exc.status, headers, body)
+            return
+        if upstream.status != 200:
+            content = relay_error_content(upstream.status, await self._read_error(upstream))
+            headers = {**upstream.headers, "content-type": "application/json"}
+            await self._send_whole(send, upstream.status, headers, content)
+            return
+        await send_start(send, 200, {**SSE_HEADERS, **_extra(upstream.headers)})
+        await self._pump(upstream, send)
+
+    async def _answer_committed(
+        self, opening: asyncio.Future[UpstreamStream], send: Send, started: float
+    ) -> None:
+        """The upstream is slow to answer (cold start): start the response now and keep
+        it alive until the upstream's first byte, bounded by start_timeout."""
+        self._state["committed_early"] = True
+        await send_start(send, 200, SSE_HEADERS)
+        await send_body(send, WAITING_COMMENT)
+        deadline = started + self._policy.start_timeout
+        while not opening.done():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                await self._fail(send, self._start_timeout_error())
+                return
+            await asyncio.wait({opening}, timeout=min(self._policy.keepalive_interval, remaining))
+            if not opening.done():
+                await send_body(send, KEEPALIVE_COMMENT)
+        try:
+            upstream = opening.result()
+        except ApiError as exc:
+            await self._fail(send, exc)
+            return
+        if upstream.status != 200:
+            content = relay_error_content(upstream.status, await self._read_error(upstream))
+            await self._fail(send, None, content=content)
+            return
+        await self._pump(upstream, send)
+
+    async def _pump(self, upstream: UpstreamStream, send: Send) -> None:
+        at_boundary = True
+        try:
+            async for chunk in upstream.chunks:
+                if chunk:
+                    await send_body(send, chunk)
+                    at_boundary = chunk.endswith((b"\n\n", b"\r\n\r\n"))
+        except ApiError as exc:
+            self._state["stream_error"] = exc.code
+            # An error event is only well-formed between events; mid-event, just end.
+            if at_boundary:
+                await send_body(send, sse_data(exc.body()))
+        await send_body(send, b"", more_body=False)
+
+    async def _fail(
+        self, send: Send, error: ApiError | None, *, content: bytes | None = None
+    ) -> None:
+        """Report a failure after the 200 was sent, as an SSE event OpenAI SDKs raise."""
+        if error is not None:
+            self._state["stream_error"] = error.code
+            payload: Any = error.body()
+        else:
+            self._state["stream_error"] = "upstream_error"
+            payload = json.loads(content or b"{}")
+        await send_body(send, sse_data(payload))
+        await send_body(send, b"", more_body=False)
+
+    async def _read_error(self, upstream: UpstreamStream) -> bytes:
+        try:
+            async with asyncio.timeout(_ERROR_BODY_READ_TIMEOUT):
+                return await upstream.read(self._policy.error_body_limit)
+        except (ApiError, TimeoutError):
+            return b""
+
+    def _start_timeout_error(self) -> ApiError:
+        return ApiError(
+            504,
+            "model_start_timeout",
+            f"Model '{self._model_name}' did not start answering within "
+            f"{self._policy.start_timeout:.0f} s.",
+        )
+
+    @staticmethod
+    async def _send_whole(send: Send, status: int, headers: dict[str, str], body: bytes) -> None:
+        await send_start(send, status, headers)
+        await send_body(send, body, more_body=False)
+
+
+def _extra(headers: dict[str, str]) -> dict[str, str]:
+    """Upstream headers to keep on a relayed stream (its content-type is normalised)."""
+    return {k: v for k, v in headers.items() if k != "content-type"}
+
+
+async def send_start(send: Send, status: int, headers: dict[str, str]) -> None:
+    await send(
+        {"type": "http.response.start", "status": status, "headers": _encode_headers(headers)}
+    )
+
+
+async def send_body(send: Send, body: bytes, *, more_body: bool = True) -> None:
+    await send({"type": "http.response.body", "body": body, "more_body": more_body})
+
+
+async def _discard(opening: asyncio.Future[UpstreamStream]) -> None:
+    """Cancel a pending open, or close the stream it produced."""
+    if not opening.done():
+        await cancel_and_wait(opening)
+    if opening.cancelled() or opening.exception() is not None:
+        return
+    await opening.result().aclose()
