@@ -1,0 +1,110 @@
+"""`mvgen gateway`: the deployed gateway, run locally in front of your own servers.
+
+The same app as in the Modal containers, forwarding over HTTP to OpenAI-compatible
+servers (your vLLM, or the test stand-in). The key comes from `API_KEY`, as in the
+Modal secret; without one it refuses to start unless auth is explicitly switched off.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Mapping
+from urllib.parse import urlsplit
+
+import uvicorn
+from starlette.applications import Starlette
+
+from mvgen.runtime.backends import HttpBackend
+from mvgen.runtime.gateway import GatewaySettings, create_app, load_api_keys
+from mvgen.runtime.models import ModelTable
+
+log = logging.getLogger("mvgen.gateway")
+
+API_KEY_ENV = "API_KEY"
+# A server started by hand may still be loading; wait this long for it to accept
+# connections before answering 503 (much less than a deployed container waits).
+LOCAL_CONNECT_WAIT = 10.0
+
+
+class GatewayStartupError(Exception):
+    """The local gateway cannot start; the message says why and what to do."""
+
+
+def build_local_app(
+    models: ModelTable, upstreams: Mapping[str, str], *, no_auth: bool = False
+) -> Starlette:
+    """The gateway app for `mvgen gateway`, after the same checks run_local_gateway makes."""
+    if not no_auth and not load_api_keys(API_KEY_ENV):
+        raise GatewayStartupError(
+            f"{API_KEY_ENV} is not set: export {API_KEY_ENV}=<key> (comma-separate several "
+            "keys to rotate them), or pass --no-auth to serve without authentication."
+        )
+    backend = HttpBackend(check_upstreams(models, upstreams), connect_wait=LOCAL_CONNECT_WAIT)
+    settings = GatewaySettings(api_key_env=API_KEY_ENV, require_auth=not no_auth)
+    return create_app(models, backend, settings=settings)
+
+
+def check_upstreams(models: ModelTable, upstreams: Mapping[str, str]) -> dict[str, str]:
+    """Upstreams by model key, base URLs normalised (a trailing /v1 is dropped, since
+    the gateway appends the full path)."""
+    checked: dict[str, str] = {}
+    for name, url in upstreams.items():
+        model = models.resolve(name)
+        if model is None:
+            raise GatewayStartupError(
+                f"--upstream names unknown model {name!r}; known models: "
+                f"{', '.join(sorted(m.key for m in models.models))}."
+            )
+        checked[model.key] = normalise_base_url(url)
+    return checked
+
+
+def normalise_base_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise GatewayStartupError(f"upstream URL {url!r} must look like http://host:port")
+    if parts.query or parts.fragment:
+        raise GatewayStartupError(f"upstream URL {url!r} must not have a query or fragment")
+    path = parts.path.rstrip("/")
+    if path.endswith("/v1"):
+        path = path[: -len("/v1")]
+    return f"{parts.scheme}://{parts.netloc}{path}"
+
+
+def run_local_gateway(
+    models: ModelTable,
+    upstreams: Mapping[str, str],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    no_auth: bool = False,
+) -> None:
+    """Serve until interrupted. Raises GatewayStartupError before binding anything when
+    the configuration is unusable; models without an upstream answer 503."""
+    _configure_logging()  # first, so the gateway adds no handler of its own
+    app = build_local_app(models, upstreams, no_auth=no_auth)
+    if no_auth:
+        _warn_no_auth(host, port)
+    served = check_upstreams(models, upstreams)
+    missing = sorted(m.key for m in models.models if m.key not in served)
+    if missing:
+        log.warning("no upstream for %s: requests for them answer 503", ", ".join(missing))
+    # uvicorn's access log would add a second line per request, with the query string.
+    uvicorn.run(app, host=host, port=port, access_log=False, log_level="info")
+
+
+def _warn_no_auth(host: str, port: int) -> None:
+    banner = (
+        "WARNING: --no-auth: the gateway accepts requests WITHOUT an API key on "
+        f"http://{host}:{port}. Anyone who can reach this address can use your models."
+    )
+    print(banner, file=sys.stderr, flush=True)
+    log.warning(banner)
+
+
+def _configure_logging() -> None:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+        )
