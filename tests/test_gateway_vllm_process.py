@@ -1,0 +1,178 @@
+"""VllmProcess with a fake `vllm` command: readiness, the watchdog that lets a dead
+vLLM take its container down, and stopping the whole process group."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from gateway_fixtures import wait_until
+from standin_vllm import free_port
+
+from mvgen.runtime.vllm_process import VllmProcess, VllmStartupError
+
+pytestmark = pytest.mark.timeout(60)
+
+FAKE_VLLM = textwrap.dedent(
+    """\
+    # A fake `vllm serve`: optionally exits at once, answers /health after --delay
+    # seconds, then exits with $FAKE_EXIT_CODE after --serve-for seconds.
+    import argparse, http.server, os, signal, subprocess, sys, threading, time
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--port", type=int)
+    p.add_argument("--delay", type=float, default=0.0)
+    p.add_argument("--serve-for", type=float, default=3600.0)
+    p.add_argument("--exit-now", type=int)
+    p.add_argument("--never-ready", action="store_true")
+    p.add_argument("--ignore-sigterm", action="store_true")
+    p.add_argument("--child-pidfile")
+    a = p.parse_args()
+    if a.exit_now is not None:
+        sys.exit(a.exit_now)
+    if a.ignore_sigterm:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if a.child_pidfile:  # a worker process, like vLLM's engine core
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+        open(a.child_pidfile, "w").write(str(child.pid))
+    time.sleep(a.delay)
+    if a.never_ready:
+        time.sleep(3600)
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200 if self.path == "/health" else 404)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", a.port), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    time.sleep(a.serve_for)
+    os._exit(int(os.environ.get("FAKE_EXIT_CODE", "0")))
+    """
+)
+
+
+@pytest.fixture
+def fake_vllm(tmp_path: Path) -> Path:
+    path = tmp_path / "fake_vllm.py"
+    path.write_text(FAKE_VLLM)
+    return path
+
+
+def process(script: Path, *args: str, env: dict[str, str] | None = None) -> VllmProcess:
+    port = free_port()
+    command = [sys.executable, str(script), "--port", str(port), *args]
+    return VllmProcess(command, port, env=env)
+
+
+def alive(pid: int) -> bool:
+    """Running and not a zombie (a container's PID 1 may never reap orphans)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+class ExitRecorder:
+    def __init__(self) -> None:
+        self.codes: list[int] = []
+        self.called = threading.Event()
+
+    def __call__(self, returncode: int) -> None:
+        self.codes.append(returncode)
+        self.called.set()
+
+
+def test_watchdog_reports_the_exit_code_when_vllm_dies(fake_vllm: Path) -> None:
+    vllm = process(fake_vllm, "--delay", "0.5", "--serve-for", "1.0", env={"FAKE_EXIT_CODE": "3"})
+    on_exit = ExitRecorder()
+    try:
+        started = time.monotonic()
+        vllm.start()
+        vllm.watch(on_exit)
+        vllm.wait_ready(10, poll_interval=0.05)
+        assert time.monotonic() - started >= 0.5  # not before /health answered
+        assert not on_exit.called.is_set()
+        assert on_exit.called.wait(10)
+        assert on_exit.codes == [3]
+        assert vllm.returncode == 3
+    finally:
+        vllm.stop()
+
+
+def test_wait_ready_fails_fast_when_vllm_exits_during_startup(fake_vllm: Path) -> None:
+    vllm = process(fake_vllm, "--exit-now", "2")
+    try:
+        vllm.start()
+        started = time.monotonic()
+        with pytest.raises(VllmStartupError, match="exited with code 2"):
+            vllm.wait_ready(30, poll_interval=0.05)
+        assert time.monotonic() - started < 10
+    finally:
+        vllm.stop()
+
+
+def test_wait_ready_times_out_with_a_clear_error(fake_vllm: Path) -> None:
+    vllm = process(fake_vllm, "--never-ready")
+    try:
+        vllm.start()
+        started = time.monotonic()
+        with pytest.raises(VllmStartupError, match=r"did not answer .*/health with 200 within 1 s"):
+            vllm.wait_ready(1.0, poll_interval=0.1)
+        assert 1.0 <= time.monotonic() - started < 3.0
+        assert vllm.returncode is None  # still running until stopped
+    finally:
+        vllm.stop()
+    assert vllm.returncode is not None
+
+
+def test_stop_ends_the_process_group_and_the_watchdog_stays_quiet(
+    fake_vllm: Path, tmp_path: Path
+) -> None:
+    pidfile = tmp_path / "child.pid"
+    vllm = process(fake_vllm, "--child-pidfile", str(pidfile))
+    on_exit = ExitRecorder()
+    try:
+        vllm.start()
+        vllm.watch(on_exit)
+        vllm.wait_ready(10, poll_interval=0.05)
+        child = int(pidfile.read_text())
+        assert alive(child)
+    finally:
+        vllm.stop(timeout=5)
+    wait_until(lambda: not alive(child), 5, "vLLM's worker outlived stop()")
+    assert vllm.returncode is not None
+    assert not on_exit.called.wait(0.5)
+
+
+def test_stop_kills_a_vllm_that_ignores_sigterm(fake_vllm: Path) -> None:
+    vllm = process(fake_vllm, "--ignore-sigterm")
+    vllm.start()
+    try:
+        vllm.wait_ready(10, poll_interval=0.05)
+        started = time.monotonic()
+    finally:
+        vllm.stop(timeout=0.5)
+    assert vllm.returncode == -9
+    assert time.monotonic() - started < 5
+
+
+def test_misuse_is_reported(fake_vllm: Path) -> None:
+    vllm = process(fake_vllm)
+    with pytest.raises(RuntimeError, match="start"):
+        vllm.wait_ready(1)
+    vllm.start()
+    try:
+        with pytest.raises(RuntimeError, match="already started"):
+            vllm.start()
+    finally:
+        vllm.stop()
