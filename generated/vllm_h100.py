@@ -107,6 +107,7 @@ MODELS = {
             "--limit-mm-per-prompt",
             '{"image": 4}',
         ],
+        "env": {},
     },
     "gemma-3-27b": {
         "served_name": "google/gemma-3-27b-it",
@@ -136,6 +137,7 @@ MODELS = {
             "--max-num-batched-tokens",
             "2048",
         ],
+        "env": {},
     },
     "qwen3-vl-30b": {
         "served_name": "Qwen/Qwen3-VL-30B-A3B-Instruct",
@@ -166,6 +168,7 @@ MODELS = {
             "--limit-mm-per-prompt",
             '{"image": 4, "video": 0}',
         ],
+        "env": {},
     },
 }
 
@@ -199,7 +202,7 @@ class Vllm:
     @modal.enter()
     def start_vllm(self) -> None:
         spec = MODELS[self.model]
-        self.vllm = VllmProcess(spec["command"], VLLM_PORT)
+        self.vllm = VllmProcess(spec["command"], VLLM_PORT, env=spec["env"])
         self.vllm.start()
         # A dead vLLM must take the container down, so Modal starts a fresh one.
         self.vllm.watch(lambda returncode: os._exit(1))

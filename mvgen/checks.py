@@ -144,6 +144,36 @@ def endpoint_budget(plan: Plan, lines: Lines, warnings: list[str]) -> list[Probl
     ]
 
 
+def gpu_snapshots(plan: Plan, lines: Lines, warnings: list[str]) -> list[Problem]:
+    """Modal's GPU snapshots are single-GPU, and need the class-based pool of gpu mode."""
+    problems = []
+    for d in plan.deployments:
+        if not d.settings.gpu_snapshot:
+            continue
+        path = f"models.{d.model.key}.per_gpu.{d.gpu.key}.gpu_snapshot"
+        line = _setting_line(lines, d.model.key, d.gpu.key, "gpu_snapshot")
+        if d.settings.gpu_count > 1:
+            problems.append(
+                Problem(
+                    path,
+                    f"GPU snapshots work on one GPU; {d.route} uses gpu_count "
+                    f"{d.settings.gpu_count}",
+                    line,
+                    "set gpu_snapshot: false for this pair, or gpu_count: 1 on a larger GPU",
+                )
+            )
+        if plan.mode == "legacy":
+            problems.append(
+                Problem(
+                    path,
+                    "GPU snapshots need gpu mode (a snapshot is taken in the model's own class)",
+                    line,
+                    "use mode: gpu, or set gpu_snapshot: false",
+                )
+            )
+    return problems
+
+
 def _setting_line(lines: Lines, model: str, gpu: str, key: str) -> int | None:
     return (
         lines.get(("models", model, "per_gpu", gpu, key))
@@ -160,5 +190,6 @@ CHECKS: tuple[Callable[[Plan, Lines, list[str]], list[Problem]], ...] = (
     tensor_parallel,
     context_length,
     endpoint_budget,
+    gpu_snapshots,
     fit_check,
 )

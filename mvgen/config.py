@@ -275,4 +275,5 @@ def pool_key(d: Deployment) -> tuple:
         s.scaledown_window,
         s.timeout,
         s.startup_timeout,
+        s.gpu_snapshot,
     )

@@ -25,6 +25,7 @@ class Settings:
     quantization: str | None = None
     gpu_count: int = 1
     fast_boot: bool = True
+    gpu_snapshot: bool = False
     limit_mm_per_prompt: dict[str, int] | None = None
     extra_args: tuple[str, ...] = ()
     max_inputs: int = 32
@@ -75,6 +76,12 @@ class Deployment:
         return self.gpu.spec(self.settings.gpu_count)
 
     @property
+    def vllm_env(self) -> dict[str, str]:
+        """Environment for the vLLM process: sleep mode's /sleep and /wake_up routes need
+        the dev server mode (they stay on the container-private port)."""
+        return {"VLLM_SERVER_DEV_MODE": "1"} if self.settings.gpu_snapshot else {}
+
+    @property
     def route(self) -> str:
         """LiteLLM route name: <model>-<gpu>."""
         return f"{self.model.key}-{self.gpu.key}"
@@ -98,6 +105,8 @@ class Deployment:
             cmd += ["--limit-mm-per-prompt", json.dumps(s.limit_mm_per_prompt, sort_keys=True)]
         if s.quantization:
             cmd += ["--quantization", s.quantization]
+        if s.gpu_snapshot:
+            cmd.append("--enable-sleep-mode")  # so weights can leave the GPU before the snapshot
         return cmd + list(s.extra_args)
 
 

@@ -97,6 +97,7 @@ def _models_literal(app: App) -> dict[str, Any]:
             "served_name": d.model.served_name,
             "aliases": list(d.model.aliases),
             "command": d.vllm_command(),
+            "env": d.vllm_env,
         }
         for d in app.deployments
     }

@@ -117,6 +117,16 @@ CASES = [
         ["63", "shorten"],
     ),
     (
+        "GPU snapshot with tensor parallelism",
+        replace("{quantization: fp8, max_model_len: 8192}", "{gpu_count: 2, gpu_snapshot: true}"),
+        ["models.qwen3-vl-30b.per_gpu.l40s.gpu_snapshot", "one GPU", "gpu_count 2"],
+    ),
+    (
+        "GPU snapshot in legacy mode",
+        replace("mode: gpu", "mode: legacy") + "defaults:\n  gpu_snapshot: true\n",
+        ["gpu_snapshot", "need gpu mode"],
+    ),
+    (
         "duplicate key",
         replace("  h100: {type: H100}", "  h100: {type: H100}\n  h100: {type: H200}"),
         ["gpus.h100", "duplicate key 'h100'", "first at line 6"],

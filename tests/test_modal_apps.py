@@ -187,3 +187,40 @@ def test_vllm_command_shape(write_config, gpu: str) -> None:
     expected_len = "8192" if gpu == "l40s" else "16384"
     assert cmd[cmd.index("--max-model-len") + 1] == expected_len
     assert ("--quantization" in cmd) == (gpu == "l40s")
+
+
+def test_gpu_snapshot_pool(write_config, tmp_path) -> None:
+    """A snapshot pool loads vLLM in sleep mode at snapshot time and wakes it on restore."""
+    old = "l40s: {quantization: fp8, max_model_len: 8192}"
+    text = BASE_CONFIG.replace(old, old + "\n      h100: {gpu_snapshot: true}")
+    config = write_config(text)
+    out = tmp_path / "snap"
+    assert run_cli("render", "--config", str(config), "--output-dir", str(out)).exit_code == 0
+    plan = load_plan(config)
+    app = plan.app_for("h100")
+    path = out / "generated" / app.filename
+    check_gpu_app(plan, app, path)
+    snap_pool = next(p for p in app.pools if p.settings.gpu_snapshot)
+    keywords = decorator_keywords(path, snap_pool.class_name)
+    assert keywords["enable_memory_snapshot"] is True
+    assert keywords["experimental_options"] == {"enable_gpu_snapshot": True}
+    plain = next(p for p in app.pools if not p.settings.gpu_snapshot)
+    assert "enable_memory_snapshot" not in decorator_keywords(path, plain.class_name)
+    module = import_app(path)
+    spec = module.MODELS["qwen3-vl-30b"]
+    assert "--enable-sleep-mode" in spec["command"]
+    assert spec["env"] == {"VLLM_SERVER_DEV_MODE": "1"}
+    assert module.MODELS["gemma-3-12b"]["env"] == {}
+    snap_methods = _enter_methods(path, snap_pool.class_name)
+    assert snap_methods == {"start_vllm": "snap=True", "wake_vllm": "snap=False"}
+
+
+def _enter_methods(path: Path, class_name: str) -> dict[str, str]:
+    tree = ast.parse(path.read_text())
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == class_name)
+    found = {}
+    for node in cls.body:
+        for deco in getattr(node, "decorator_list", []):
+            if isinstance(deco, ast.Call) and getattr(deco.func, "attr", "") == "enter":
+                found[node.name] = ", ".join(ast.unparse(k) for k in deco.keywords)
+    return found

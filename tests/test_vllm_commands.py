@@ -16,7 +16,7 @@ EVERYTHING = (
 defaults:
   limit_mm_per_prompt: {image: 2, video: 0}
   quantization: fp8
-  gpu_count: 2
+  gpu_snapshot: true
   fast_boot: true
 """
 )
