@@ -63,6 +63,9 @@ def litellm_config(plan: Plan, api_bases: Mapping[str, str] | None = None) -> di
             "master_key": MASTER_KEY,
             # A health check sends a real generation: it would wake every GPU.
             "background_health_checks": False,
+            # Else the proxy GETs /v1/models from every deployment at start and every
+            # 300 s to learn token limits (model_info has them), keeping gateways awake.
+            "disable_model_info_refresh": True,
         },
     }
 

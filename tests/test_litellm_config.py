@@ -226,13 +226,25 @@ def test_api_base_override_of_an_unknown_gpu_is_an_error(write_config, tmp_path)
 # --- keys LiteLLM knows ----------------------------------------------------------------------
 
 KNOWN_KEYS_SCRIPT = textwrap.dedent(
-    """
+    r"""
     import json
+    import re
+    from pathlib import Path
+
     import litellm
     from litellm.constants import ROUTER_SETTINGS_MANAGED_OUTSIDE_CONFIG
     from litellm.proxy._types import ConfigGeneralSettings, ConfigYAML
     from litellm.types.router import LiteLLM_Params, LiteLLMParamsTypedDict, ModelInfo
     from litellm.types.utils import ModelInfoBase
+
+    def read_keys():
+        root = Path(litellm.__file__).parent / "proxy"
+        patterns = (
+            r"general_settings(?:\.get\(|\[)\s*[\"'](\w+)[\"']",
+            r"[\"'](\w+)[\"']\s+(?:not\s+)?in\s+general_settings",
+        )
+        text = "\n".join(p.read_text(encoding="utf-8") for p in root.rglob("*.py"))
+        return {key for pattern in patterns for key in re.findall(pattern, text)}
 
     print(json.dumps({
         # what a deployment's litellm_params may hold (router.py builds LiteLLM_Params)
@@ -244,7 +256,8 @@ KNOWN_KEYS_SCRIPT = textwrap.dedent(
         "router_settings": sorted(
             set(litellm.Router.get_valid_args()) - set(ROUTER_SETTINGS_MANAGED_OUTSIDE_CONFIG)
         ),
-        "general_settings": sorted(ConfigGeneralSettings.model_fields),
+        # documented fields, plus keys the proxy's code reads from general_settings
+        "general_settings": sorted(set(ConfigGeneralSettings.model_fields) | read_keys()),
         "top_level": sorted(ConfigYAML.model_fields),
     }))
     """
