@@ -5,11 +5,12 @@ with a config from `mvgen render --api-base GPU=URL`: the committed deployments.
 a litellm_order for two models, its endpoints pointed at local stand-ins:
 
     l40s, h200  gateway (the `mvgen gateway` app) -> recording vLLM stand-in
+    b200        the same, but the stand-in takes 1.5 s to answer: a cold start in small
     h100        a closed port: connection refused
-    a100, b200  a stand-in that drops every completion (a crashed server)
+    a100        a stand-in that drops every completion (a crashed server)
 
 so the failover groups can be watched: gemma-3-12b starts on l40s (cheapest);
-gemma-3-27b tries h100 then h200; qwen3-vl-30b tries h100, b200, a100, then l40s.
+gemma-3-27b tries h100 then h200; qwen3-vl-30b tries h100, a100, then l40s.
 The client is the `openai` SDK, as for any user of the proxy.
 """
 
@@ -37,7 +38,9 @@ from gateway_fixtures import serve_asgi, temporary_env
 from standin_vllm import StandinConfig, StandinServer, free_port
 
 from mvgen.config import load_plan
-from mvgen.local_gateway import build_local_app
+from mvgen.local_gateway import build_local_app, check_upstreams
+from mvgen.runtime.backends import HttpBackend
+from mvgen.runtime.gateway import GatewaySettings, create_app
 from mvgen.runtime.models import ModelTable, ServedModel
 
 pytestmark = pytest.mark.timeout(180)
@@ -46,7 +49,9 @@ VLLM_KEY = "e2e-vllm-key-0123456789"  # what the gateways check and the proxy se
 MASTER_KEY = "sk-e2e-master-0123456789"
 CHAT = [{"role": "user", "content": "Say hello"}]
 PROXY_START_LIMIT = 120.0  # seconds; it takes about 10 here
-ORDERS = {"gemma-3-27b": ["h100", "h200"], "qwen3-vl-30b": ["h100", "b200", "a100"]}
+ORDERS = {"gemma-3-27b": ["h100", "h200"], "qwen3-vl-30b": ["h100", "a100"]}
+SLOW_START = 1.5  # seconds before b200's stand-in answers
+KEEPALIVE = 0.2  # its gateway's SSE keep-alive interval while it waits
 # 1x1 PNG
 PNG = (
     "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4"
@@ -116,9 +121,15 @@ def test_config(tmp: Path) -> Path:
 test_config.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test
 
 
-def model_table(config: Path) -> ModelTable:
+def gateway_app(config: Path, upstreams: dict[str, str], keepalive: float | None) -> Any:
+    """The `mvgen gateway` app; with `keepalive`, one that sends SSE comments sooner, so a
+    slow start shows within the test."""
     plan = load_plan(config)
-    return ModelTable(ServedModel(m.key, m.served_name, m.aliases) for m in plan.models)
+    models = ModelTable(ServedModel(m.key, m.served_name, m.aliases) for m in plan.models)
+    if keepalive is None:
+        return build_local_app(models, upstreams)
+    settings = GatewaySettings(stream_commit_after=keepalive, keepalive_interval=keepalive)
+    return create_app(models, HttpBackend(check_upstreams(models, upstreams)), settings=settings)
 
 
 @contextlib.contextmanager
@@ -185,17 +196,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with contextlib.ExitStack() as stack_:
         standins, gateways, bases = {}, {}, {}
         with temporary_env("API_KEY", VLLM_KEY):  # the gateway reads it at creation
-            for gpu in ("l40s", "h200"):
-                server = stack_.enter_context(StandinServer(StandinConfig(served_names=names)))
+            for gpu, slow in (("l40s", False), ("h200", False), ("b200", True)):
+                delay = SLOW_START if slow else 0.0
+                standin = StandinConfig(served_names=names, response_delay=delay)
+                server = stack_.enter_context(StandinServer(standin))
                 upstreams = {key: f"{server.url}/v1" for key in served}
-                gateways[gpu] = Recording(build_local_app(model_table(config), upstreams))
+                app = gateway_app(config, upstreams, KEEPALIVE if slow else None)
+                gateways[gpu] = Recording(app)
                 standins[gpu] = server
                 bases[gpu] = stack_.enter_context(serve_asgi(gateways[gpu]))
-        broken = {}
-        for gpu in ("a100", "b200"):
-            drop = StandinConfig(served_names=names, mode="drop")
-            broken[gpu] = stack_.enter_context(StandinServer(drop))
-            bases[gpu] = broken[gpu].url
+        drop = StandinConfig(served_names=names, mode="drop")
+        broken = {"a100": stack_.enter_context(StandinServer(drop))}
+        bases["a100"] = broken["a100"].url
         bases["h100"] = f"http://127.0.0.1:{stack_.enter_context(closed_port())}"
 
         out = tmp / "out"
@@ -353,6 +365,18 @@ def test_image_part_arrives_intact(stack: Stack) -> None:
     assert body["messages"] == [{"role": "user", "content": content}]
 
 
+def test_stream_survives_a_slow_start(stack: Stack) -> None:
+    """While vLLM starts, the gateway sends SSE comments; LiteLLM must pass over them."""
+    started = time.monotonic()
+    stream = stack.client().chat.completions.create(
+        model="gemma-3-12b-b200", messages=CHAT, max_tokens=3, stream=True
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert text == "tok0 tok1 tok2 "
+    assert time.monotonic() - started >= SLOW_START
+    assert stack.last("b200")["model"] == stack.served["gemma-3-12b"]
+
+
 def test_litellm_params_never_reach_vllm(stack: Stack) -> None:
     """Only `model` of the generated litellm_params may travel; the rest is LiteLLM's."""
     stack.client().chat.completions.create(model="gemma-3-12b", messages=CHAT)
@@ -392,7 +416,7 @@ def test_group_fails_over_to_the_next_gpu_when_the_first_is_down(stack: Stack) -
 
 
 def test_group_walks_every_order_within_one_request(stack: Stack) -> None:
-    # qwen3-vl-30b: h100 refused, b200 and a100 drop the connection, then l40s answers
+    # qwen3-vl-30b: h100 refuses connections, a100 drops them, then l40s answers
     before = stack.counts()
     stream = stack.client().chat.completions.create(
         model="qwen3-vl-30b", messages=CHAT, max_tokens=2, stream=True
@@ -400,6 +424,6 @@ def test_group_walks_every_order_within_one_request(stack: Stack) -> None:
     text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
     after = stack.counts()
     assert text == "tok0 tok1 "
-    assert after["b200"] > before["b200"] and after["a100"] > before["a100"]
+    assert after["a100"] > before["a100"] and after["b200"] == before["b200"]
     assert after["l40s"] == before["l40s"] + 1 and after["h200"] == before["h200"]
     assert stack.last("l40s")["model"] == stack.served["qwen3-vl-30b"]
