@@ -218,3 +218,192 @@ def plan(
         print_report(report)
     if report.failures:
         sys.exit(1)
+
+
+# --- deploy, url, logs, stop, test: thin calls of mvgen/deploy.py and mvgen/smoke.py ---
+
+
+def gpu_model_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option(
+        "--model",
+        metavar="MODEL",
+        help="A model short name: one model of the GPU's app (legacy mode: its app).",
+    )(f)
+    return click.option("--gpu", metavar="GPU", help="A GPU short name, e.g. h100.")(f)
+
+
+def deploy_errors(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Problems with Modal or the choice of app print as one message and exit 1."""
+
+    @wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from mvgen.deploy import DeployError
+
+        try:
+            return f(*args, **kwargs)
+        except DeployError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+def _chosen_apps(plan: Any, gpu: str | None, model: str | None, every: bool) -> list[Any]:
+    from mvgen.deploy import select_apps
+
+    if every and (gpu or model):
+        raise click.UsageError("--all takes every app: drop --gpu and --model")
+    return list(plan.apps) if every else select_apps(plan, gpu, model)
+
+
+@main.command()
+@config_option
+@gpu_model_options
+@click.option("--all", "every", is_flag=True, help="Deploy every app.")
+@friendly_errors
+@deploy_errors
+def deploy(config_path: Path, gpu: str | None, model: str | None, every: bool) -> None:
+    """Deploy one GPU's app (legacy: one model x GPU), or --all, after a preflight;
+    exit 1 if the preflight refuses or any deploy fails."""
+    from rich.console import Console
+
+    from mvgen import deploy as d
+
+    plan = load(config_path)
+    apps = _chosen_apps(plan, gpu, model, every)
+    modal = d.ModalCli()
+    report = d.preflight(plan, apps, modal, Path("."))
+    for note in report.notes:
+        click.echo(f"note: {note}", err=True)
+    if not report.ok:
+        click.echo("preflight refused the deploy; nothing was deployed:", err=True)
+        for problem in report.problems:
+            click.echo(f"  - {problem}", err=True)
+        sys.exit(1)
+    if report.endpoints:
+        count = report.endpoints
+        click.echo(f"web endpoints after this deploy: {count.total} of {count.limit}", err=True)
+    log = Console(stderr=True, highlight=False)
+
+    def relay(line: str) -> None:
+        log.print(line, markup=False)  # modal's own output, verbatim
+
+    results = d.deploy_apps(plan, apps, modal, Path("."), relay)
+    Console().print(d.results_table(results))
+    if not all(r.ok for r in results):
+        sys.exit(1)
+
+
+@main.command()
+@config_option
+@gpu_model_options
+@friendly_errors
+@deploy_errors
+def url(config_path: Path, gpu: str | None, model: str | None) -> None:
+    """Print the endpoint URL of a GPU's app (legacy: of each model x GPU app)."""
+    from mvgen import deploy as d
+
+    plan = load(config_path)
+    apps = d.select_apps(plan, gpu, model)
+    modal = d.ModalCli()
+    if not plan.workspace:
+        workspace = d.resolve_workspace(plan, modal)
+        click.echo(f"workspace {workspace.name!r} from {workspace.source}", err=True)
+    for app in apps:
+        link = d.app_url(plan, app, modal)
+        click.echo(link if len(apps) == 1 else f"{app.name}\t{link}")
+
+
+@main.command()
+@config_option
+@gpu_model_options
+@click.option("-f", "--follow", is_flag=True, help="Stream new log lines until Ctrl-C.")
+@friendly_errors
+@deploy_errors
+def logs(config_path: Path, gpu: str | None, model: str | None, follow: bool) -> None:
+    """Show an app's recent logs (`modal app logs`), or follow them."""
+    from mvgen import deploy as d
+
+    app = d.one_app(d.select_apps(load(config_path), gpu, model), "mvgen logs")
+    sys.exit(d.ModalCli().passthrough("app", "logs", app.name, *(["-f"] if follow else [])))
+
+
+@main.command()
+@config_option
+@gpu_model_options
+@friendly_errors
+@deploy_errors
+def stop(config_path: Path, gpu: str | None, model: str | None) -> None:
+    """Stop a GPU's app (legacy: its model x GPU apps), freeing its web endpoint."""
+    from mvgen import deploy as d
+
+    modal = d.ModalCli()
+    apps = d.select_apps(load(config_path), gpu, model)
+    codes = [modal.passthrough("app", "stop", app.name, "-y") for app in apps]
+    sys.exit(1 if any(codes) else 0)
+
+
+@main.command(name="test")
+@config_option
+@gpu_model_options
+@click.option("--all", "every", is_flag=True, help="Test every app.")
+@click.option("--url", "base_url", help="Test this URL instead (a local gateway, a custom domain).")
+@click.option(
+    "--api-key",
+    envvar="VLLM_API_KEY",
+    show_envvar=True,
+    help="The endpoint's Bearer key (the vllm-api-key secret's API_KEY).",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    default=600.0,
+    show_default=True,
+    help="Seconds to wait through a cold start before giving up.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@friendly_errors
+@deploy_errors
+def smoke_test(
+    config_path: Path,
+    gpu: str | None,
+    model: str | None,
+    every: bool,
+    base_url: str | None,
+    api_key: str | None,
+    timeout: float,
+    as_json: bool,
+) -> None:
+    """Smoke-test an endpoint: auth, models, chat, echo, streaming, structured outputs
+    and images; exit 1 on any failure."""
+    import json
+
+    from rich.console import Console
+
+    from mvgen import deploy as d
+    from mvgen import smoke
+
+    plan = load(config_path)
+    apps = _chosen_apps(plan, gpu, model, every)
+    if base_url and len(apps) != 1:
+        raise click.UsageError("--url tests one app: choose it with --gpu (and --model)")
+    if not api_key:
+        raise click.UsageError("no API key: pass --api-key or set VLLM_API_KEY")
+    modal = d.ModalCli()
+    targets = [smoke.target_for(a, base_url or d.app_url(plan, a, modal), model) for a in apps]
+    console = Console(stderr=True, highlight=False)
+    with console.status("starting the smoke test") as status:
+        # Without a terminal (CI logs) there is no spinner: print the waits instead.
+        progress = status.update if console.is_terminal else _print_waits
+        results = smoke.run_smoke(targets, api_key, ready_timeout=timeout, progress=progress)
+    if as_json:
+        click.echo(json.dumps(smoke.results_json(results, targets), indent=2))
+    else:
+        Console().print(smoke.results_table(results, targets))
+    if any(r.failed for r in results):
+        sys.exit(1)
+
+
+def _print_waits(text: str) -> None:
+    if text.startswith("waiting"):
+        click.echo(text, err=True)
