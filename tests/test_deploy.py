@@ -1,0 +1,388 @@
+"""`mvgen deploy`, `url`, `logs` and `stop`, run against a STAND-IN for the `modal` CLI.
+
+Nothing here reaches Modal. tests/fake_modal/modal is a small script, put first on PATH,
+that records every argv it receives and answers `app list`, `app info`, `secret list`,
+`config show`, `profile current`, `token info`, `deploy`, `app logs` and `app stop` the
+way modal 1.6.4 prints them, from a JSON state file each test sets up. The tests check
+what mvgen asked Modal to do, and above all that a refused preflight deployed nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import BASE_CONFIG, run_cli
+
+from mvgen.deploy import CREDENTIAL_ENV_VARS, DeployError, endpoint_url, has_credentials
+
+FAKE_MODAL_DIR = Path(__file__).resolve().parent / "fake_modal"
+LOGGED_IN = {"token_id": "ak-test", "token_secret": "***"}
+SECRETS = ["huggingface", "vllm-api-key"]
+
+
+class FakeModal:
+    """The stand-in's state file and argv log."""
+
+    def __init__(self, root: Path) -> None:
+        self.state_path = root / "fake-modal-state.json"
+        self.log_path = root / "fake-modal-calls.jsonl"
+        self.log_path.write_text("")
+        self.write(config=LOGGED_IN, profile="acme", token_workspace="acme", secrets=SECRETS)
+
+    def write(self, **state: Any) -> None:
+        old = json.loads(self.state_path.read_text()) if self.state_path.exists() else {}
+        self.state_path.write_text(json.dumps({"apps": [], **old, **state}))
+
+    def clear_log(self) -> None:
+        self.log_path.write_text("")
+
+    def state(self) -> dict[str, Any]:
+        return json.loads(self.state_path.read_text())
+
+    def calls(self) -> list[list[str]]:
+        return [json.loads(line) for line in self.log_path.read_text().splitlines()]
+
+    def deployed_files(self) -> list[str]:
+        return [Path(call[1]).name for call in self.calls() if call[0] == "deploy"]
+
+    def app_state(self, name: str) -> str | None:
+        return next((a["state"] for a in self.state()["apps"] if a["name"] == name), None)
+
+
+@pytest.fixture
+def fake_modal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeModal:
+    monkeypatch.setenv("PATH", f"{FAKE_MODAL_DIR}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_MODAL_STATE", str(tmp_path / "fake-modal-state.json"))
+    monkeypatch.setenv("FAKE_MODAL_LOG", str(tmp_path / "fake-modal-calls.jsonl"))
+    monkeypatch.setenv("COLUMNS", "200")  # rich tables: no URL folded across lines
+    for name in (*CREDENTIAL_ENV_VARS, "MODAL_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    return FakeModal(tmp_path)
+
+
+def project(tmp_path: Path, config: str = BASE_CONFIG) -> Path:
+    """A directory with deployments.yaml and a fresh render of it, as in the repo."""
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "deployments.yaml").write_text(textwrap.dedent(config))
+    result = run_cli("render", "--config", "deployments.yaml", cwd=root)
+    assert result.exit_code == 0, result.output
+    return root
+
+
+def mvgen(root: Path, *args: str) -> Any:
+    return run_cli(*args, cwd=root)
+
+
+def foreign_apps(count: int, endpoints: int = 1) -> list[dict[str, Any]]:
+    return [
+        {"name": f"other-{i}", "state": "deployed", "web_endpoints": endpoints}
+        for i in range(count)
+    ]
+
+
+# --- deploying ---------------------------------------------------------------------------
+
+
+def test_deploy_one_gpu_runs_preflight_then_modal_deploy(tmp_path, fake_modal):
+    root = project(tmp_path)
+    result = mvgen(root, "deploy", "--gpu", "h100")
+    assert result.exit_code == 0, result.output
+    commands = [call[:2] for call in fake_modal.calls()]
+    assert ["config", "show"] in commands
+    assert ["secret", "list"] in commands
+    assert ["app", "list"] in commands
+    assert fake_modal.deployed_files() == ["vllm_h100.py"]
+    assert fake_modal.app_state("vllm-h100") == "deployed"
+    assert "https://acme--vllm-h100-serve.modal.run" in result.stdout
+    assert "1 of 1 apps deployed" in result.stdout
+
+
+def test_deploy_all_deploys_every_app_and_reports_a_table(tmp_path, fake_modal):
+    root = project(tmp_path)
+    result = mvgen(root, "deploy", "--all")
+    assert result.exit_code == 0, result.output
+    assert sorted(fake_modal.deployed_files()) == ["vllm_h100.py", "vllm_l40s.py"]
+    assert "2 of 2 apps deployed" in result.stdout
+    assert "web endpoints after this deploy: 2 of 8" in result.stderr
+
+
+def test_deploy_all_goes_on_after_a_failure_and_exits_non_zero(tmp_path, fake_modal):
+    root = project(tmp_path)
+    fake_modal.write(deploy_fail={"vllm-l40s": "Image build failed: out of disk"})
+    result = mvgen(root, "deploy", "--all")
+    assert result.exit_code == 1
+    assert sorted(fake_modal.deployed_files()) == ["vllm_h100.py", "vllm_l40s.py"]
+    assert fake_modal.app_state("vllm-h100") == "deployed"
+    assert "1 of 2 apps deployed" in result.stdout
+    assert "FAILED" in result.stdout
+    assert "out of disk" in result.stdout
+
+
+def test_legacy_mode_deploys_the_one_model_x_gpu_app(tmp_path, fake_modal):
+    config = BASE_CONFIG.replace("mode: gpu", "mode: legacy")
+    root = project(tmp_path, config)
+    result = mvgen(root, "deploy", "--gpu", "l40s", "--model", "gemma-3-12b")
+    assert result.exit_code == 0, result.output
+    assert fake_modal.deployed_files() == ["vllm_gemma_3_12b_l40s.py"]
+
+
+# --- preflight refusals: each one deploys nothing ----------------------------------------
+
+
+def assert_refused(result: Any, fake_modal: FakeModal, *fragments: str) -> None:
+    assert result.exit_code == 1
+    assert "nothing was deployed" in result.stderr
+    for fragment in fragments:
+        assert fragment in result.stderr
+    assert fake_modal.deployed_files() == []
+
+
+def test_stale_generated_files_are_refused(tmp_path, fake_modal):
+    root = project(tmp_path)
+    app_file = root / "generated" / "vllm_h100.py"
+    app_file.write_text(app_file.read_text() + "\n# edited by hand\n")
+    result = mvgen(root, "deploy", "--gpu", "h100")
+    assert_refused(result, fake_modal, "stale", "generated/vllm_h100.py (changed)", "make render")
+
+
+def test_config_changed_since_render_is_refused(tmp_path, fake_modal):
+    root = project(tmp_path)
+    config = root / "deployments.yaml"
+    gemma = "hf_id: google/gemma-3-12b-it"
+    config.write_text(config.read_text().replace(gemma, gemma + "\n    max_model_len: 8192"))
+    result = mvgen(root, "deploy", "--gpu", "h100")
+    assert_refused(result, fake_modal, "stale", "generated/vllm_h100.py (changed)")
+
+
+def test_missing_secret_is_refused_with_the_command_that_creates_it(tmp_path, fake_modal):
+    root = project(tmp_path)
+    fake_modal.write(secrets=["huggingface"])
+    result = mvgen(root, "deploy", "--gpu", "h100")
+    assert_refused(
+        result, fake_modal, "'vllm-api-key'", "modal secret create vllm-api-key API_KEY="
+    )
+
+
+def test_missing_credentials_are_refused_before_asking_modal_anything_else(tmp_path, fake_modal):
+    root = project(tmp_path)
+    fake_modal.write(config={"token_id": None, "token_secret": None})
+    result = mvgen(root, "deploy", "--gpu", "h100")
+    assert_refused(result, fake_modal, "no Modal credentials", "modal token new")
+    assert [call[:2] for call in fake_modal.calls()] == [["config", "show"]]
+
+
+def test_endpoint_limit_counts_deployed_apps_plus_new_ones(tmp_path, fake_modal):
+    root = project(tmp_path)
+    fake_modal.write(apps=foreign_apps(7))  # 7 deployed + 2 new > 8
+    result = mvgen(root, "deploy", "--all")
+    assert_refused(result, fake_modal, "7 already deployed", "= 9 > endpoint_limit 8")
+
+
+def test_endpoint_limit_uses_each_apps_own_web_endpoint_count(tmp_path, fake_modal):
+    root = project(tmp_path)
+    fake_modal.write(apps=foreign_apps(2, endpoints=3) + [{"name": "old", "state": "stopped"}])
+    result = mvgen(root, "deploy", "--all")  # 6 deployed (stopped apps hold none) + 2 = 8
+    assert result.exit_code == 0, result.output
+    fake_modal.write(apps=foreign_apps(2, endpoints=3) + foreign_apps(3)[2:])
+    fake_modal.clear_log()
+    result = mvgen(root, "deploy", "--all")  # 7 + 2 (the redeploys replace themselves)
+    assert_refused(result, fake_modal, "= 9 > endpoint_limit 8")
+
+
+def test_redeploying_an_app_does_not_count_its_endpoint_twice(tmp_path, fake_modal):
+    root = project(tmp_path)
+    apps = foreign_apps(7) + [{"name": "vllm-h100", "state": "deployed", "web_endpoints": 1}]
+    fake_modal.write(apps=apps)  # 8 deployed, vllm-h100 among them: 7 others + 1 = 8
+    result = mvgen(root, "deploy", "--gpu", "h100")
+    assert result.exit_code == 0, result.output
+    assert fake_modal.deployed_files() == ["vllm_h100.py"]
+
+
+def test_every_preflight_problem_is_reported_at_once(tmp_path, fake_modal):
+    root = project(tmp_path)
+    (root / "generated" / "vllm_l40s.py").unlink()
+    fake_modal.write(secrets=[], apps=foreign_apps(8))
+    result = mvgen(root, "deploy", "--all")
+    assert_refused(
+        result,
+        fake_modal,
+        "generated/vllm_l40s.py (added)",
+        "'huggingface'",
+        "'vllm-api-key'",
+        "> endpoint_limit 8",
+    )
+
+
+def test_an_invalid_config_is_refused_with_exit_2(tmp_path, fake_modal):
+    root = project(tmp_path)
+    config = root / "deployments.yaml"
+    config.write_text(config.read_text().replace("type: H100", "type: H1000"))
+    result = mvgen(root, "deploy", "--gpu", "h100")
+    assert result.exit_code == 2
+    assert "gpus.h100.type" in result.stderr
+    assert fake_modal.calls() == []
+
+
+# --- choosing the app ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["deploy", "url", "logs", "stop", "test"])
+def test_a_wrong_gpu_names_the_choices_and_calls_nothing(tmp_path, fake_modal, command):
+    root = project(tmp_path)
+    extra = ["--api-key", "k"] if command == "test" else []
+    result = mvgen(root, command, "--gpu", "h10", *extra)
+    assert result.exit_code == 1
+    assert "unknown GPU 'h10'; choose from: h100, l40s (did you mean 'h100'?)" in result.stderr
+    assert fake_modal.calls() == []
+
+
+def test_a_missing_gpu_names_the_choices(tmp_path, fake_modal):
+    result = mvgen(project(tmp_path), "deploy")
+    assert result.exit_code == 1
+    assert "choose a GPU with --gpu (GPU=... in make): h100, l40s" in result.stderr
+
+
+def test_a_wrong_model_names_the_models_of_that_gpu(tmp_path, fake_modal):
+    result = mvgen(project(tmp_path), "url", "--gpu", "h100", "--model", "gemma-3-21b")
+    assert result.exit_code == 1
+    assert "unknown model 'gemma-3-21b'; choose from: gemma-3-12b, qwen3-vl-30b" in result.stderr
+    assert "did you mean 'gemma-3-12b'?" in result.stderr
+
+
+def test_a_model_not_served_on_that_gpu_says_so(tmp_path, fake_modal):
+    gemma = "hf_id: google/gemma-3-12b-it"
+    config = BASE_CONFIG.replace(gemma, gemma + "\n    gpus: [h100]")
+    result = mvgen(project(tmp_path, config), "url", "--gpu", "l40s", "--model", "gemma-3-12b")
+    assert result.exit_code == 1
+    assert "model 'gemma-3-12b' is not served on l40s; choose from: qwen3-vl-30b" in result.stderr
+
+
+# --- url ---------------------------------------------------------------------------------
+
+
+def test_url_uses_the_workspace_from_deployments_yaml(tmp_path, fake_modal):
+    result = mvgen(project(tmp_path), "url", "--gpu", "h100")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == "https://acme--vllm-h100-serve.modal.run"
+    assert fake_modal.calls() == []  # nothing to ask Modal
+
+
+def test_url_without_a_workspace_takes_the_active_profiles_name(tmp_path, fake_modal):
+    root = project(tmp_path, BASE_CONFIG.replace("workspace: acme\n", ""))
+    fake_modal.write(profile="Team-Acme", token_workspace="never-asked")
+    result = mvgen(root, "url", "--gpu", "l40s")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == "https://team-acme--vllm-l40s-serve.modal.run"
+    assert "active Modal profile" in result.stderr
+    assert ["token", "info"] not in [call[:2] for call in fake_modal.calls()]
+
+
+def test_url_with_credentials_in_the_environment_asks_token_info(tmp_path, fake_modal, monkeypatch):
+    root = project(tmp_path, BASE_CONFIG.replace("workspace: acme\n", ""))
+    monkeypatch.setenv("MODAL_TOKEN_ID", "ak-from-env")
+    fake_modal.write(profile="stale-profile", token_workspace="ci-workspace")
+    result = mvgen(root, "url", "--gpu", "h100")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == "https://ci-workspace--vllm-h100-serve.modal.run"
+    assert "modal token info" in result.stderr
+
+
+def test_url_without_any_workspace_says_how_to_set_one(tmp_path, fake_modal):
+    root = project(tmp_path, BASE_CONFIG.replace("workspace: acme\n", ""))
+    fake_modal.write(profile="default", token_workspace=None)
+    result = mvgen(root, "url", "--gpu", "h100")
+    assert result.exit_code == 1
+    assert "set `workspace:` in deployments.yaml" in result.stderr
+
+
+def test_url_refuses_a_host_modal_would_truncate(tmp_path, fake_modal):
+    root = project(tmp_path, BASE_CONFIG.replace("workspace: acme\n", ""))
+    fake_modal.write(profile="a-very-long-workspace-name-that-goes-on-and-on-and-on")
+    result = mvgen(root, "url", "--gpu", "h100")
+    assert result.exit_code == 1
+    assert "Modal cuts hosts over 63" in result.stderr
+
+
+def test_deploy_reports_the_url_modal_printed(tmp_path, fake_modal):
+    root = project(tmp_path, BASE_CONFIG.replace("workspace: acme\n", ""))
+    fake_modal.write(profile="acme", token_workspace="acme-real")
+    result = mvgen(root, "deploy", "--gpu", "h100")
+    assert result.exit_code == 0, result.output
+    assert "https://acme-real--vllm-h100-serve.modal.run" in result.stdout
+
+
+def test_deploy_notes_a_workspace_that_differs_from_the_profile(tmp_path, fake_modal):
+    fake_modal.write(profile="acme-prod")
+    result = mvgen(project(tmp_path), "deploy", "--gpu", "h100")
+    assert result.exit_code == 0, result.output
+    assert "says workspace 'acme' but the active Modal profile is 'acme-prod'" in result.stderr
+
+
+# --- logs and stop ---------------------------------------------------------------------------
+
+
+def test_logs_and_follow(tmp_path, fake_modal):
+    root = project(tmp_path)
+    assert mvgen(root, "logs", "--gpu", "h100").exit_code == 0
+    assert mvgen(root, "logs", "--gpu", "h100", "--follow").exit_code == 0
+    assert fake_modal.calls() == [["app", "logs", "vllm-h100"], ["app", "logs", "vllm-h100", "-f"]]
+
+
+def test_logs_in_legacy_mode_needs_a_model(tmp_path, fake_modal):
+    root = project(tmp_path, BASE_CONFIG.replace("mode: gpu", "mode: legacy"))
+    result = mvgen(root, "logs", "--gpu", "h100")
+    assert result.exit_code == 1
+    assert "add --model, one of gemma-3-12b, qwen3-vl-30b" in result.stderr
+    assert mvgen(root, "logs", "--gpu", "h100", "--model", "qwen3-vl-30b").exit_code == 0
+    assert fake_modal.calls() == [["app", "logs", "vllm-qwen3-vl-30b-h100"]]
+
+
+def test_stop_stops_the_app_and_fails_when_modal_does(tmp_path, fake_modal):
+    root = project(tmp_path)
+    fake_modal.write(apps=[{"name": "vllm-h100", "state": "deployed"}])
+    assert mvgen(root, "stop", "--gpu", "h100").exit_code == 0
+    assert fake_modal.calls() == [["app", "stop", "vllm-h100", "-y"]]
+    assert fake_modal.app_state("vllm-h100") == "stopped"
+    assert mvgen(root, "stop", "--gpu", "h100").exit_code == 1  # nothing left to stop
+
+
+def test_modal_missing_from_path_is_a_clear_error(tmp_path, fake_modal, monkeypatch):
+    root = project(tmp_path)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    result = mvgen(root, "logs", "--gpu", "h100")
+    assert result.exit_code == 1
+    assert "the `modal` command is not on PATH" in result.stderr
+
+
+# --- small pieces --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        (LOGGED_IN, True),
+        ({"token_id": "ak-x", "token_secret": None}, False),
+        ({}, False),
+        ({"oauth_refresh_token": "r", "oauth_client_id": "c", "oauth_client_secret": "s"}, True),
+        ({"oauth_refresh_token": "r", "oauth_client_id": "c", "oauth_jwt_key": "k"}, True),
+        ({"oauth_refresh_token": "r", "oauth_client_id": "c"}, False),
+    ],
+)
+def test_has_credentials(config, expected):
+    assert has_credentials(config) is expected
+
+
+def test_endpoint_url_lowercases_the_workspace_and_checks_length(tmp_path):
+    from mvgen.config import load_plan
+
+    root = project(tmp_path)
+    app = load_plan(root / "deployments.yaml").apps[0]
+    assert endpoint_url("ACME", app) == f"https://acme--{app.label}.modal.run"
+    with pytest.raises(DeployError, match="cannot be predicted"):
+        endpoint_url("w" * 60, app)
