@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 
 import httpx
@@ -79,7 +80,8 @@ def test_first_chunk_reaches_the_client_before_the_upstream_finishes() -> None:
     assert rest[-1] == "data: [DONE]" and len(rest) == 7
 
 
-def test_client_disconnect_cancels_the_upstream_request() -> None:
+def test_client_disconnect_cancels_the_upstream_request(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="mvgen.gateway")
     with standin(chunks=100, chunk_delay=0.05) as up, gateway_over({"alpha": up.url}) as url:
         with client(url) as c, c.stream("POST", "/v1/chat/completions", json=chat()) as r:
             lines = r.iter_lines()
@@ -90,6 +92,12 @@ def test_client_disconnect_cancels_the_upstream_request() -> None:
         wait_until(lambda: record.client_disconnected, 5, "upstream never saw the disconnect")
         assert not record.completed
         assert record.chunks_sent < 100
+
+    def logged() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "route=/v1/chat" in r.getMessage()]
+
+    wait_until(lambda: len(logged()) == 1, 5, "no log line for the cancelled stream")
+    assert "client_disconnected=true" in logged()[0]
 
 
 def test_openai_sdk_streams_chat_and_completions_with_usage() -> None:

@@ -187,7 +187,7 @@ class _Gateway:
         return ApiError(
             503,
             "model_not_ready",
-            f"Model '{model.served_name}' did not answer within {budget:.0f} s. It is "
+            f"Model '{model.served_name}' did not answer within {budget:g} s. It is "
             "probably starting (a cold start loads the model onto a GPU and can take "
             f"minutes): retry in {self._settings.retry_after} s. Generations longer "
             "than that should use stream=true.",

@@ -78,6 +78,7 @@ class StreamRelay:
         self._policy = policy
         self._model_name = model_name
         self._state: dict[str, Any] = {}
+        self._complete = False  # the whole response was sent
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         self._state = scope.setdefault("state", {})
@@ -88,7 +89,9 @@ class StreamRelay:
         finally:
             await cancel_and_wait(relay, watcher)
         if relay.cancelled():
-            self._state["client_disconnected"] = True
+            # A client may hang up right after the last byte, while the upstream closes.
+            if not self._complete:
+                self._state["client_disconnected"] = True
         else:
             relay.result()  # surface a bug in the relay itself
 
@@ -101,6 +104,7 @@ class StreamRelay:
                 await self._answer_directly(opening, send)
             else:
                 await self._answer_committed(opening, send, started)
+            self._complete = True
         finally:
             await _discard(opening)
 
@@ -188,7 +192,7 @@ class StreamRelay:
             504,
             "model_start_timeout",
             f"Model '{self._model_name}' did not start answering within "
-            f"{self._policy.start_timeout:.0f} s.",
+            f"{self._policy.start_timeout:g} s.",
         )
 
     @staticmethod
