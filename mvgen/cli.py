@@ -305,12 +305,10 @@ def url(config_path: Path, gpu: str | None, model: str | None) -> None:
 
     plan = load(config_path)
     apps = d.select_apps(plan, gpu, model)
-    modal = d.ModalCli()
+    links, workspace = d.app_urls(plan, apps, d.ModalCli())
     if not plan.workspace:
-        workspace = d.resolve_workspace(plan, modal)
         click.echo(f"workspace {workspace.name!r} from {workspace.source}", err=True)
-    for app in apps:
-        link = d.app_url(plan, app, modal)
+    for app, link in zip(apps, links, strict=True):
         click.echo(link if len(apps) == 1 else f"{app.name}\t{link}")
 
 
@@ -389,8 +387,8 @@ def smoke_test(
         raise click.UsageError("--url tests one app: choose it with --gpu (and --model)")
     if not api_key:
         raise click.UsageError("no API key: pass --api-key or set VLLM_API_KEY")
-    modal = d.ModalCli()
-    targets = [smoke.target_for(a, base_url or d.app_url(plan, a, modal), model) for a in apps]
+    links = [base_url] if base_url else d.app_urls(plan, apps, d.ModalCli())[0]
+    targets = [smoke.target_for(a, link, model) for a, link in zip(apps, links, strict=True)]
     console = Console(stderr=True, highlight=False)
     with console.status("starting the smoke test") as status:
         # Without a terminal (CI logs) there is no spinner: print the waits instead.

@@ -254,8 +254,10 @@ def endpoint_url(workspace: str, app: App) -> str:
     return f"https://{host}.modal.run"
 
 
-def app_url(plan: Plan, app: App, modal: ModalCli) -> str:
-    return app.url or endpoint_url(resolve_workspace(plan, modal).name, app)
+def app_urls(plan: Plan, apps: Sequence[App], modal: ModalCli) -> tuple[list[str], Workspace]:
+    """Each app's endpoint URL, the workspace looked up once for all of them."""
+    workspace = resolve_workspace(plan, modal)
+    return [endpoint_url(workspace.name, app) for app in apps], workspace
 
 
 # --- preflight -------------------------------------------------------------------------
@@ -421,10 +423,10 @@ def deploy_app(
     started = time.monotonic()
     code, output = modal.deploy(root / "generated" / app.filename, echo)
     seconds = time.monotonic() - started
-    reported = _URL_RE.search(output)
-    url = reported.group(0) if reported else _computed_url(plan, app, modal)
     if code != 0:
         return DeployResult(app, False, seconds, None, _failure(output, code))
+    reported = _URL_RE.search(output)
+    url = reported.group(0) if reported else _computed_url(plan, app, modal)
     message = "deployed"
     if reported and app.url and reported.group(0) != app.url:
         message = f"deployed; Modal's URL differs from deployments.yaml's ({app.url})"
@@ -433,7 +435,7 @@ def deploy_app(
 
 def _computed_url(plan: Plan, app: App, modal: ModalCli) -> str | None:
     try:
-        return app_url(plan, app, modal)
+        return app_urls(plan, [app], modal)[0][0]
     except DeployError:
         return None
 
