@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import uvicorn
 from standin_vllm import StandinConfig, StandinServer
+from starlette.applications import Starlette
 
 from mvgen.runtime.backends import Backend, HttpBackend
 from mvgen.runtime.gateway import GatewaySettings, create_app
@@ -63,7 +64,7 @@ def make_app(
     models: ModelTable = MODELS,
     keys: str | None = API_KEY,
     **settings: Any,
-) -> Any:
+) -> Starlette:
     """create_app with keys from a test-only env var (read once, at creation)."""
     with temporary_env(KEY_ENV, keys):
         return create_app(

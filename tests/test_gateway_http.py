@@ -28,8 +28,9 @@ from gateway_fixtures import (
 from standin_vllm import StandinServer
 
 from mvgen.runtime import gateway as gateway_module
-from mvgen.runtime.backends import HttpBackend
+from mvgen.runtime.backends import HttpBackend, UpstreamResponse, UpstreamStream
 from mvgen.runtime.gateway import key_matches
+from mvgen.runtime.models import ServedModel
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -160,15 +161,15 @@ class ExplodingBackend:
     def __init__(self) -> None:
         self.calls: list[str] = []
 
-    async def request(self, model, path, body):  # noqa: ANN001, ANN201
+    async def request(self, model: ServedModel, path: str, body: dict) -> UpstreamResponse:
         self.calls.append("request")
         raise AssertionError("backend called")
 
-    async def stream(self, model, path, body):  # noqa: ANN001, ANN201
+    async def stream(self, model: ServedModel, path: str, body: dict) -> UpstreamStream:
         self.calls.append("stream")
         raise AssertionError("backend called")
 
-    async def ready(self, model):  # noqa: ANN001, ANN201
+    async def ready(self, model: ServedModel) -> bool:
         self.calls.append("ready")
         raise AssertionError("backend called")
 

@@ -58,7 +58,11 @@ def sse_data(payload: Any) -> bytes:
 
 
 def _encode_headers(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
-    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    # Header values are latin-1 on the wire; an odd upstream value must not crash a relay.
+    return [
+        (k.lower().encode("latin-1"), v.encode("latin-1", errors="replace"))
+        for k, v in headers.items()
+    ]
 
 
 class StreamRelay:
