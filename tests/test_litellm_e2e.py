@@ -81,6 +81,7 @@ class Stack:
     broken: dict[str, StandinServer]  # GPUs whose server drops every completion
     gateways: dict[str, Recording]
     log: Path
+    num_retries: int
     seen_at_start: list[str] = field(default_factory=list)
 
     def client(self, key: str | None = MASTER_KEY) -> openai.OpenAI:
@@ -224,7 +225,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         url = f"http://127.0.0.1:{port}"
         seconds = wait_live(url, process, log)
         print(f"\nLiteLLM proxy started in {seconds:.1f} s", file=sys.stderr)
-        result = Stack(url, seconds, served, standins, broken, gateways, log)
+        rendered = yaml.safe_load((out / "litellm" / "config.yaml").read_text())
+        retries = rendered["router_settings"]["num_retries"]
+        result = Stack(url, seconds, served, standins, broken, gateways, log, retries)
         result.seen_at_start = result.backend_traffic()
         yield result
 
@@ -424,6 +427,8 @@ def test_group_walks_every_order_within_one_request(stack: Stack) -> None:
     text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
     after = stack.counts()
     assert text == "tok0 tok1 "
-    assert after["a100"] > before["a100"] and after["b200"] == before["b200"]
+    # each failed GPU is tried 1 + num_retries times before the next order
+    assert after["a100"] - before["a100"] == 1 + stack.num_retries
+    assert after["b200"] == before["b200"]
     assert after["l40s"] == before["l40s"] + 1 and after["h200"] == before["h200"]
     assert stack.last("l40s")["model"] == stack.served["qwen3-vl-30b"]
