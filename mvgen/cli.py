@@ -405,3 +405,43 @@ def smoke_test(
 def _print_waits(text: str) -> None:
     if text.startswith("waiting"):
         click.echo(text, err=True)
+
+
+@main.command()
+@config_option
+@click.option(
+    "--upstream",
+    "upstreams",
+    multiple=True,
+    metavar="MODEL=URL",
+    help="An OpenAI-compatible server for one model (its short name or any alias), e.g. "
+    "gemma-3-12b=http://gpu-box:8000. Repeatable; models without one answer 503.",
+)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option(
+    "--no-auth",
+    is_flag=True,
+    help="Serve without an API key. Only for a machine nobody else can reach.",
+)
+@friendly_errors
+def gateway(
+    config_path: Path, upstreams: tuple[str, ...], host: str, port: int, no_auth: bool
+) -> None:
+    """Run the deployed gateway locally, in front of servers you run (key from API_KEY)."""
+    from mvgen.local_gateway import GatewayStartupError, run_local_gateway
+    from mvgen.runtime.models import ModelTable, ServedModel
+
+    plan = load(config_path)
+    models = ModelTable(ServedModel(m.key, m.served_name, m.aliases) for m in plan.models)
+    try:
+        run_local_gateway(
+            models,
+            _parse_pairs(upstreams, "--upstream"),
+            host=host,
+            port=port,
+            no_auth=no_auth,
+        )
+    except GatewayStartupError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
