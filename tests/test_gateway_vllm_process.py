@@ -43,11 +43,31 @@ FAKE_VLLM = textwrap.dedent(
     if a.never_ready:
         time.sleep(3600)
 
+    sleeping = False
+
     class Health(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
-            self.send_response(200 if self.path == "/health" else 404)
-            self.send_header("content-length", "0")
+            if self.path == "/is_sleeping":  # sleep mode, as vLLM's dev server answers it
+                return self.reply(200, '{"is_sleeping": %s}' % str(sleeping).lower())
+            self.reply(200 if self.path == "/health" else 404, "")
+
+        def do_POST(self):
+            global sleeping
+            if not os.environ.get("VLLM_SERVER_DEV_MODE"):
+                return self.reply(404, "")  # vLLM only has these routes in dev mode
+            if self.path.startswith("/sleep?level="):
+                sleeping = True
+            elif self.path == "/wake_up":
+                sleeping = False
+            else:
+                return self.reply(404, "")
+            self.reply(200, "")
+
+        def reply(self, status, body):
+            self.send_response(status)
+            self.send_header("content-length", str(len(body)))
             self.end_headers()
+            self.wfile.write(body.encode())
 
         def log_message(self, *args):
             pass
@@ -174,5 +194,29 @@ def test_misuse_is_reported(fake_vllm: Path) -> None:
     try:
         with pytest.raises(RuntimeError, match="already started"):
             vllm.start()
+    finally:
+        vllm.stop()
+
+
+def test_sleep_and_wake_up_for_gpu_snapshots(fake_vllm: Path) -> None:
+    vllm = process(fake_vllm, env={"VLLM_SERVER_DEV_MODE": "1"})
+    vllm.start()
+    try:
+        vllm.wait_ready(timeout=20, poll_interval=0.05)
+        vllm.sleep()
+        assert vllm._is_sleeping(timeout=5)
+        vllm.wake_up()
+        assert not vllm._is_sleeping(timeout=5)
+    finally:
+        vllm.stop()
+
+
+def test_sleep_without_dev_mode_is_a_clear_error(fake_vllm: Path) -> None:
+    vllm = process(fake_vllm)
+    vllm.start()
+    try:
+        vllm.wait_ready(timeout=20, poll_interval=0.05)
+        with pytest.raises(VllmStartupError, match="404 to POST /sleep"):
+            vllm.sleep()
     finally:
         vllm.stop()

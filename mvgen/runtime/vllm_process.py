@@ -89,6 +89,32 @@ class VllmProcess:
                     )
                 time.sleep(min(poll_interval, remaining))
 
+    def sleep(self, level: int = 1, timeout: float = 300.0) -> None:
+        """Before a GPU snapshot: level 1 moves the weights to CPU memory and drops the
+        KV cache, so the snapshot holds a ready engine (needs --enable-sleep-mode and
+        VLLM_SERVER_DEV_MODE=1)."""
+        self._control("POST", f"/sleep?level={level}", timeout)
+        if not self._is_sleeping(timeout):
+            raise VllmStartupError("vLLM did not report sleeping after POST /sleep")
+
+    def wake_up(self, timeout: float = 300.0) -> None:
+        """After a restore (and harmless when vLLM is awake): weights back to the GPU."""
+        self._control("POST", "/wake_up", timeout)
+        if self._is_sleeping(timeout):
+            raise VllmStartupError("vLLM still reports sleeping after POST /wake_up")
+
+    def _control(self, method: str, path: str, timeout: float) -> httpx.Response:
+        self._require_started()
+        url = f"http://127.0.0.1:{self.port}{path}"
+        with httpx.Client(timeout=timeout, trust_env=False) as client:
+            response = client.request(method, url)
+        if response.status_code != 200:
+            raise VllmStartupError(f"vLLM answered {response.status_code} to {method} {path}")
+        return response
+
+    def _is_sleeping(self, timeout: float) -> bool:
+        return bool(self._control("GET", "/is_sleeping", timeout).json().get("is_sleeping"))
+
     def watch(self, on_exit: Callable[[int], None]) -> None:
         """Call `on_exit(returncode)` from a daemon thread if vLLM exits unasked."""
         proc = self._require_started()
