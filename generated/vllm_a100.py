@@ -39,6 +39,8 @@ vllm_image = (
     .entrypoint([])  # the CUDA image's own entrypoint prints a banner; skip it
     .uv_pip_install(
         "vllm==0.12.0",
+        "httpx==0.28.1",
+        "starlette==1.10.0",
     )
     .env({"HF_XET_HIGH_PERFORMANCE": "1"})  # faster weight downloads from the Hub
     .add_local_python_source("mvgen")

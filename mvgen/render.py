@@ -18,8 +18,9 @@ from mvgen.plan import HF_CACHE, VLLM_CACHE, VLLM_PORT, App, Plan
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 MANIFEST = "generated/.mvgen-manifest.json"
 
-# What the gateway image installs; tests run the gateway against these same versions.
-GATEWAY_PACKAGES = ("httpx==0.28.1", "starlette==1.10.0")
+# What mvgen's runtime package needs in both images, pinned to the versions the tests run
+# (tests/test_pins.py). With vllm==0.12.0 they resolve (fastapi 0.165 accepts starlette 1.10).
+RUNTIME_PACKAGES = ("httpx==0.28.1", "starlette==1.10.0")
 GATEWAY_MAX_INPUTS = 1000  # the gateway only relays, so one container takes many requests
 GATEWAY_SCALEDOWN = 300
 GATEWAY_STARTUP_TIMEOUT = 60
@@ -73,8 +74,8 @@ def _app_context(plan: Plan, app: App) -> dict[str, Any]:
         "vllm_port": VLLM_PORT,
         "hf_cache": HF_CACHE,
         "vllm_cache": VLLM_CACHE,
-        "vllm_packages": [f"vllm=={plan.image.vllm}"],
-        "gateway_packages": list(GATEWAY_PACKAGES),
+        "vllm_packages": [f"vllm=={plan.image.vllm}", *RUNTIME_PACKAGES],
+        "gateway_packages": list(RUNTIME_PACKAGES),
         "gateway": {
             "scaledown_window": GATEWAY_SCALEDOWN,
             "timeout": max(d.settings.timeout for d in deployments),
