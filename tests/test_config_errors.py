@@ -202,3 +202,20 @@ def test_hostile_names_are_rejected(write_config, hostile: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_plan(write_config(text))
     assert "not valid" in info.value.render()
+
+
+def test_legacy_app_name_collision_is_refused(write_config) -> None:
+    """`x-b` on GPU `c` and `x` on GPU `b-c` would both be app `vllm-x-b-c`."""
+    text = """\
+    mode: legacy
+    endpoint_limit: 8
+    gpus:
+      c: {type: H100}
+      b-c: {type: H200}
+    models:
+      x-b: {hf_id: org/one, gpus: [c]}
+      x: {hf_id: org/two, gpus: [b-c]}
+    """
+    message = errors_for(write_config, text)
+    assert "app name 'vllm-x-b-c' would be generated twice" in message
+    assert "x-b-c" in message and "rename" in message
