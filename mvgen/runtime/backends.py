@@ -26,6 +26,7 @@ from .errors import (
     UpstreamUnavailable,
 )
 from .models import ServedModel
+from .transport import LeanTransport
 
 # Upstream response headers worth relaying; everything else (hop-by-hop headers,
 # content-length/encoding that no longer match, server identity) is dropped.
@@ -37,6 +38,7 @@ CONNECT_RETRY_INTERVAL = 0.25
 # Below uvicorn's 5 s keep-alive timeout (vLLM runs uvicorn), so the gateway never
 # reuses a connection the server is about to close.
 KEEPALIVE_EXPIRY = 2.0
+MAX_IDLE_CONNECTIONS = 512
 
 
 @dataclass(frozen=True)
@@ -89,14 +91,22 @@ def relay_headers(headers: Mapping[str, str]) -> dict[str, str]:
 
 def new_http_client(timeout: float) -> httpx.AsyncClient:
     """One pooled client per process: no pool limit (the gateway's concurrency is set
-    by Modal), no proxy settings from the environment (upstreams are usually loopback)."""
+    by Modal), no proxy settings from the environment (upstreams are usually loopback).
+    Plain-http upstreams go through LeanTransport: httpcore's pool cost more CPU per
+    request than the rest of the gateway (transport.py says why)."""
+    limits = httpx.Limits(
+        max_connections=None,
+        max_keepalive_connections=MAX_IDLE_CONNECTIONS,
+        keepalive_expiry=KEEPALIVE_EXPIRY,
+    )
+    transport = LeanTransport(
+        keepalive_expiry=KEEPALIVE_EXPIRY,
+        max_idle_per_origin=MAX_IDLE_CONNECTIONS,
+        fallback=httpx.AsyncHTTPTransport(limits=limits, trust_env=False),
+    )
     return httpx.AsyncClient(
         timeout=httpx.Timeout(timeout, connect=5.0, pool=None),
-        limits=httpx.Limits(
-            max_connections=None,
-            max_keepalive_connections=512,
-            keepalive_expiry=KEEPALIVE_EXPIRY,
-        ),
+        transport=transport,
         headers={"accept-encoding": "identity"},
         trust_env=False,
     )
