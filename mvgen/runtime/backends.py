@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -89,11 +90,30 @@ def relay_headers(headers: Mapping[str, str]) -> dict[str, str]:
 # --- HTTP ---------------------------------------------------------------------------
 
 
+class _UpstreamClient(httpx.AsyncClient):
+    """An AsyncClient that keeps no cookies: one client serves every user, so a cookie
+    an upstream set must not travel with the next user's request. (Extracting them was
+    also a tenth of the gateway's CPU per request.)"""
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return httpx.Cookies()
+
+    @cookies.setter
+    def cookies(self, value: Any) -> None:
+        pass  # AsyncClient.__init__ sets them; there is nothing to keep
+
+
 def new_http_client(timeout: float) -> httpx.AsyncClient:
     """One pooled client per process: no pool limit (the gateway's concurrency is set
     by Modal), no proxy settings from the environment (upstreams are usually loopback).
     Plain-http upstreams go through LeanTransport: httpcore's pool cost more CPU per
     request than the rest of the gateway (transport.py says why)."""
+    # httpx logs every request at INFO: under a root logger at INFO (`mvgen gateway`) that
+    # was a second line per request, with the upstream URL. Ours is the one line.
+    httpx_log = logging.getLogger("httpx")
+    if httpx_log.level == logging.NOTSET:
+        httpx_log.setLevel(logging.WARNING)
     limits = httpx.Limits(
         max_connections=None,
         max_keepalive_connections=MAX_IDLE_CONNECTIONS,
@@ -104,7 +124,7 @@ def new_http_client(timeout: float) -> httpx.AsyncClient:
         max_idle_per_origin=MAX_IDLE_CONNECTIONS,
         fallback=httpx.AsyncHTTPTransport(limits=limits, trust_env=False),
     )
-    return httpx.AsyncClient(
+    return _UpstreamClient(
         timeout=httpx.Timeout(timeout, connect=5.0, pool=None),
         transport=transport,
         headers={"accept-encoding": "identity"},
@@ -142,6 +162,7 @@ class HttpUpstream:
     ) -> None:
         self._client = client
         self._base = base_url.rstrip("/")
+        self._urls: dict[str, httpx.URL] = {}  # parsed once: parsing cost more than sending
         self._label = label
         self._connect_wait = connect_wait
         self._retry_after = retry_after
@@ -180,10 +201,18 @@ class HttpUpstream:
         except httpx.HTTPError as exc:
             raise map_transport_error(exc, self._label) from exc
 
+    def _url(self, path: str) -> httpx.URL:
+        url = self._urls.get(path)
+        if url is None:
+            url = httpx.URL(self._base + path)
+            if len(self._urls) < 64:  # a handful of routes; never grow without bound
+                self._urls[path] = url
+        return url
+
     async def _send(self, method: str, path: str, body: dict | None) -> httpx.Response:
         deadline = time.monotonic() + self._connect_wait
         while True:
-            request = self._client.build_request(method, self._base + path, json=body)
+            request = self._client.build_request(method, self._url(path), json=body)
             try:
                 return await self._client.send(request, stream=True)
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
