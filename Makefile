@@ -83,3 +83,11 @@ test-all: .venv/.synced ## smoke-test every app; key from VLLM_API_KEY
 	$(MVGEN) test --all --config $(CONFIG)
 
 .PHONY: deploy deploy-all url logs stop test test-all
+
+BENCH_ARGS ?=
+
+bench: .venv/.synced ## benchmarks (tables, ~15 min): generator speed, gateway vs direct vs LiteLLM
+	$(UV) run --locked python benchmarks/bench_generator.py
+	$(UV) run --locked python benchmarks/bench_gateway.py $(BENCH_ARGS)
+
+.PHONY: bench
