@@ -3,6 +3,7 @@ the checks a schema cannot express. Every problem is collected before anything f
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
@@ -30,13 +31,19 @@ DEFAULT_CONFIG = Path("deployments.yaml")
 SETTING_KEYS = tuple(f.name for f in fields(Settings))
 
 
-def load_plan(path: Path = DEFAULT_CONFIG) -> Plan:
+def load_plan(path: Path = DEFAULT_CONFIG, *, skip_checks: Collection[str] = ()) -> Plan:
     """Read and check `path`; raise ConfigError listing every problem."""
     data, lines = load_yaml(path)
-    return build_plan(data, lines, source=path.name)
+    return build_plan(data, lines, source=path.name, skip_checks=skip_checks)
 
 
-def build_plan(data: Any, lines: Lines | None = None, source: str = "deployments.yaml") -> Plan:
+def build_plan(
+    data: Any,
+    lines: Lines | None = None,
+    source: str = "deployments.yaml",
+    *,
+    skip_checks: Collection[str] = (),
+) -> Plan:
     lines = lines or {}
     if not isinstance(data, dict):
         raise ConfigError(
@@ -51,7 +58,7 @@ def build_plan(data: Any, lines: Lines | None = None, source: str = "deployments
     models = _models(data["models"], lines, problems)
     deployments = _deployments(data, gpus, models, lines, problems)
     plan = _assemble(data, source, gpus, models, deployments)
-    problems += checks.run(plan, lines, warnings)
+    problems += checks.run(plan, lines, warnings, skip_checks)
     if problems:
         raise ConfigError(sorted(problems, key=lambda p: (p.line or 0, p.path)), source)
     return replace(plan, warnings=tuple(warnings))

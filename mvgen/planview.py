@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mvgen.catalog import PRICES_READ_ON
-from mvgen.fit import GIB, Fit, assess_deployment
+from mvgen.fit import GIB, Fit, assess_deployment, fixes, refusal
 from mvgen.plan import Deployment, Plan
 from mvgen.render import Change, plan_changes, render_files
 
@@ -40,6 +40,10 @@ def always_on_cost(per_hour: float | None, min_containers: int) -> float | None:
     if per_hour is None:
         return None
     return per_hour * HOURS_PER_DAY * min_containers
+
+
+# Checks whose findings the plan shows as failing rows instead of refusing the config.
+REPORTED_CHECKS = ("fit_check", "endpoint_budget")
 
 
 # --- the report -----------------------------------------------------------------------
@@ -75,10 +79,16 @@ class Report:
     def failures(self) -> list[str]:
         """What would go wrong if this were applied as it stands: each makes the exit code 1.
 
-        Pairs that do not fit and too many endpoints never get here: validation refuses them
-        (exit 2, with the fixes). What is left is a config the committed files do not match.
+        Validation (and so `make render`) refuses the first two; the plan shows them with
+        the rest of the figures instead.
         """
-        out = []
+        out = [_misfit(row) for row in self.rows if row.fit.known and not row.fit.fits]
+        plan = self.plan
+        if plan.endpoints_needed > plan.endpoint_limit:
+            out.append(
+                f"{plan.mode} mode needs {plan.endpoints_needed} web endpoints but "
+                f"endpoint_limit is {plan.endpoint_limit}"
+            )
         if self.pending:
             out.append(
                 f"generated files are stale: `make render` would change {len(self.pending)} "
@@ -88,6 +98,15 @@ class Report:
 
     def low(self, row: Row) -> bool:
         return row.fit.fits and row.fit.sequences < self.plan.fit_min_sequences
+
+
+def _misfit(row: Row) -> str:
+    d = row.deployment
+    arch = d.model.architecture
+    assert arch is not None  # a known fit has an architecture
+    hint = fixes(arch, d.gpu.type, d.settings, row.fit)
+    text = f"models.{d.model.key}.per_gpu.{d.gpu.key}: {refusal(d, row.fit)}"
+    return text + (f"; fixes: {'; '.join(hint)}" if hint else "")
 
 
 def build_report(
@@ -233,7 +252,7 @@ def print_report(report: Report) -> None:
     for text in report.diffs.values():
         console.out(text, end="", highlight=False)
     for failure in report.failures:
-        console.print(f"would fail: {failure}", markup=False)
+        console.print(f"would fail: {failure}", markup=False, soft_wrap=True)
 
 
 COLUMNS = (

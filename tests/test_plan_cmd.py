@@ -139,14 +139,27 @@ def test_a_fresh_directory_would_get_every_file_added(tmp_path: Path) -> None:
     assert changes and {c["kind"] for c in changes} == {"added"}
 
 
-def test_a_pair_that_does_not_fit_is_a_config_error_with_fixes(project: Path) -> None:
+def test_a_pair_that_does_not_fit_fails_the_plan_with_fixes(project: Path) -> None:
     # comment out gemma-3-27b's fp8 on L40S: 55 GB of bf16 weights on a 46 GB GPU
     edit(project, "at 0.95\n      l40s: {", "at 0.95\n      # l40s: {")
     result = plan_cmd(project)
-    assert result.exit_code == 2
-    assert "models.gemma-3-27b.per_gpu.l40s" in result.stderr
-    assert "quantization: fp8" in result.stderr
-    assert "mvgen plan" not in result.stdout  # no table for a refused config
+    assert result.exit_code == 1
+    assert "mvgen plan" in result.stdout  # the table, with the failing row in it
+    failure = next(ln for ln in result.stdout.splitlines() if "would fail: models.gemma-3" in ln)
+    assert "models.gemma-3-27b.per_gpu.l40s" in failure
+    assert "quantization: fp8" in failure
+    # validation, and so render, still refuses the same config
+    refused = run_cli("validate", "--config", str(project / "deployments.yaml"))
+    assert refused.exit_code == 2
+    assert "models.gemma-3-27b.per_gpu.l40s" in refused.output
+
+
+def test_too_many_endpoints_fail_the_plan(project: Path) -> None:
+    edit(project, "endpoint_limit: 8", "endpoint_limit: 4")
+    result = plan_cmd(project, "--json")
+    assert result.exit_code == 1
+    failures = json.loads(result.stdout)["failures"]
+    assert any("needs 5 web endpoints but endpoint_limit is 4" in f for f in failures)
 
 
 def test_the_console_script_exits_like_the_command(project: Path) -> None:
