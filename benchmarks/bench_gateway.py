@@ -82,6 +82,7 @@ class LoadResult:
     in_flight: int = 0
     peak_open_streams: int = 0  # most requests in flight at once
     cpu: float = 0.0  # this process's CPU seconds
+    timed_out: bool = False  # stopped by the time limit before every request was sent
 
 
 def request_bytes(spec: LoadSpec) -> bytes:
@@ -181,8 +182,12 @@ async def run_load(spec: LoadSpec) -> LoadResult:
     cpu_before = process_cpu()
     started = time.perf_counter()
     workers = [worker(spec, payload, todo, result, i) for i in range(spec.concurrency)]
-    async with asyncio.timeout(spec.time_limit):
-        outcomes = await asyncio.gather(*workers, return_exceptions=True)
+    outcomes: list[Any] = []
+    try:
+        async with asyncio.timeout(spec.time_limit):
+            outcomes = await asyncio.gather(*workers, return_exceptions=True)
+    except TimeoutError:  # report what was done; the orchestrator stops there
+        result.timed_out = True
     result.wall = time.perf_counter() - started
     for outcome in outcomes:
         if isinstance(outcome, BaseException):
@@ -369,9 +374,12 @@ class Bench:
             raise TimeoutError("the global time limit is used up")
         spec = LoadSpec(**{**asdict(spec), "time_limit": remaining - 2})
         argv = [sys.executable, __file__, "loadgen", json.dumps(asdict(spec))]
-        done = subprocess.run(
-            pinning(self.world_cpu) + argv, capture_output=True, text=True, timeout=remaining
-        )
+        try:
+            done = subprocess.run(
+                pinning(self.world_cpu) + argv, capture_output=True, text=True, timeout=remaining
+            )
+        except subprocess.TimeoutExpired:  # run() has killed it
+            raise TimeoutError("the load generator overran the global time limit") from None
         if done.returncode != 0:
             raise RuntimeError(f"load generator failed:\n{done.stderr[-3000:]}")
         return LoadResult(**json.loads(done.stdout))
@@ -392,6 +400,8 @@ class Bench:
         world_before = sum(cpu_seconds(pid) for pid in self.world_pids)
         with self.profiled(workload, target):
             result = self.load(spec)
+        if result.timed_out:
+            raise TimeoutError(f"the time limit ran out during {workload.label} {target.name}")
         proxy = sum(cpu_seconds(pid) for pid in target.pids) - proxy_before
         world = sum(cpu_seconds(pid) for pid in self.world_pids) - world_before
         return Row(workload, target.name, result, proxy, world)
@@ -651,7 +661,9 @@ def start_litellm(
     )
 
 
-def memory_test(streams: int, config: Path, upstream: str, cpu: int | None) -> list[str]:
+def memory_test(
+    streams: int, config: Path, upstream: str, cpu: int | None, deadline: float
+) -> list[str]:
     """A fresh gateway: RSS when idle, then its peak (VmHWM) holding `streams` at once."""
     with contextlib.ExitStack() as stack:
         gateway = start_gateway(stack, "gateway-memory", config, upstream, cpu)
@@ -659,7 +671,7 @@ def memory_test(streams: int, config: Path, upstream: str, cpu: int | None) -> l
         idle = memory_kib(pid, "VmRSS")
         model = f"bench{HOLD_SUFFIX}"
         spec = LoadSpec(gateway.url, model, GATEWAY_KEY, streams, streams, stream=True, tokens=100)
-        result = Bench(time.monotonic() + 120, None, ()).load(spec)
+        result = Bench(deadline, None, ()).load(spec)
         peak = memory_kib(pid, "VmHWM")
     grown = peak - idle
     return [
@@ -710,8 +722,11 @@ def run(args: argparse.Namespace) -> None:
             args.json.write_text(json.dumps([asdict(r) for r in rows]))
         if not args.no_memory:
             print("\n### Memory\n")
-            for line in memory_test(args.streams, config, standin.url, proxy_cpu):
-                print(f"- {line}")
+            try:
+                for line in memory_test(args.streams, config, standin.url, proxy_cpu, deadline):
+                    print(f"- {line}")
+            except TimeoutError as exc:
+                print(f"- skipped: {exc}")
 
 
 def measure(bench: Bench, targets: list[Target], plan: list[Workload]) -> list[Row]:
@@ -742,6 +757,10 @@ def report(rows: list[Row]) -> None:
     ]
     for title, text in sections:
         print(f"\n### {title}\n\n{text}")
+    for row in rows:
+        if row.result.error_sample:
+            label = f"{row.workload.label} c={row.workload.concurrency} {row.target}"
+            print(f"\nfirst error, {label}: {row.result.error_sample}")
 
 
 def main() -> None:
