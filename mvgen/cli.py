@@ -109,7 +109,9 @@ def render(config_path: Path, output_dir: Path, check: bool, api_bases: tuple[st
         return
     changes = write_files(files, output_dir)
     for change in changes:
-        if change.kind != "unchanged":
+        if change.kind == "kept":
+            click.echo(f"     kept  {change.path} (no longer generated, but edited by hand)")
+        elif change.kind != "unchanged":
             click.echo(f"{change.kind:>9}  {change.path}")
     counts = {k: sum(c.kind == k for c in changes) for k in ("added", "changed", "removed")}
     summary = ", ".join(f"{n} {k}" for k, n in counts.items() if n) or "no changes"

@@ -136,7 +136,7 @@ def unified_diffs(files: dict[str, str], changes: list[Change], out_dir: Path) -
     """What `make render` would do to each file, as `diff -u` shows it."""
     out = {}
     for change in changes:
-        if change.kind == "unchanged":
+        if change.kind in ("unchanged", "kept"):  # render leaves both as they are
             continue
         target = out_dir / change.path
         old = target.read_text(encoding="utf-8") if target.exists() else ""

@@ -29,7 +29,7 @@ GATEWAY_STARTUP_TIMEOUT = 60
 @dataclass(frozen=True)
 class Change:
     path: str
-    kind: str  # "added", "changed", "removed", "unchanged"
+    kind: str  # "added", "changed", "removed", "unchanged", or "kept": ours once, edited since
 
 
 def render_files(plan: Plan, *, api_bases: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -130,8 +130,11 @@ def plan_changes(files: Mapping[str, str], out_dir: Path) -> list[Change]:
         else:
             changes.append(Change(rel, "unchanged"))
     for rel in sorted(set(owned) - set(files)):
-        if (out_dir / rel).exists():
-            changes.append(Change(rel, "removed"))
+        target = out_dir / rel
+        if target.exists():
+            # A file someone edited after we wrote it is no longer ours to delete.
+            ours = _digest(target.read_text(encoding="utf-8")) == owned[rel]
+            changes.append(Change(rel, "removed" if ours else "kept"))
     return changes
 
 
@@ -142,7 +145,6 @@ def write_files(files: Mapping[str, str], out_dir: Path) -> list[Change]:
     renamed into place, so a failure part-way leaves the previous files untouched.
     """
     changes = plan_changes(files, out_dir)
-    old_manifest = _read_manifest(out_dir)
     manifest = {rel: _digest(text) for rel, text in files.items()}
     staged: list[tuple[Path, Path]] = []
     try:
@@ -160,18 +162,10 @@ def write_files(files: Mapping[str, str], out_dir: Path) -> list[Change]:
         raise
     for tmp, target in staged:
         os.replace(tmp, target)
-    _prune(old_manifest, manifest, out_dir)
+    for change in changes:
+        if change.kind == "removed":
+            (out_dir / change.path).unlink()
     return changes
-
-
-def _prune(old: Mapping[str, str], new: Mapping[str, str], out_dir: Path) -> None:
-    """Delete files we wrote before and no longer generate, unless someone edited them."""
-    for rel, digest in old.items():
-        target = out_dir / rel
-        if rel in new or not target.exists():
-            continue
-        if _digest(target.read_text(encoding="utf-8")) == digest:
-            target.unlink()
 
 
 def _read_manifest(out_dir: Path) -> dict[str, str]:

@@ -138,8 +138,10 @@ def test_prune_keeps_a_generated_file_someone_edited(write_config, tmp_path) -> 
     edited = out / "generated" / "vllm_h100.py"
     edited.write_text(edited.read_text() + "# hand edit\n")
     config.write_text(BASE_CONFIG.replace("  h100: {type: H100}\n", ""))
-    render_into(config, out)
+    output = render_into(config, out)
     assert edited.exists()
+    assert "kept  generated/vllm_h100.py (no longer generated, but edited by hand)" in output
+    assert "removed" not in output
 
 
 def test_legacy_mode_writes_one_app_per_pair(write_config, tmp_path) -> None:
