@@ -155,15 +155,21 @@ def test_legacy_apps_import(write_config, tmp_path) -> None:
         check_legacy_app(plan, app, out / "generated" / app.filename)
 
 
-def test_per_model_settings_make_separate_pools(write_config, tmp_path) -> None:
-    """Tensor parallelism and warm containers differ per model, so they get own classes."""
+def render_with_qwen_on_h100(write_config, tmp_path, settings: str) -> tuple[Plan, App, Path]:
+    """Render BASE_CONFIG with qwen3-vl-30b given `settings` on h100; the h100 app."""
     old = "l40s: {quantization: fp8, max_model_len: 8192}"
-    text = BASE_CONFIG.replace(old, old + "\n      h100: {gpu_count: 2, min_containers: 1}")
-    config = write_config(text)
-    out = tmp_path / "tp"
+    config = write_config(BASE_CONFIG.replace(old, f"{old}\n      h100: {settings}"))
+    out = tmp_path / "out"
     assert run_cli("render", "--config", str(config), "--output-dir", str(out)).exit_code == 0
     plan = load_plan(config)
-    app = plan.app_for("h100")
+    return plan, plan.app_for("h100"), out
+
+
+def test_per_model_settings_make_separate_pools(write_config, tmp_path) -> None:
+    """Tensor parallelism and warm containers differ per model, so they get own classes."""
+    plan, app, out = render_with_qwen_on_h100(
+        write_config, tmp_path, "{gpu_count: 2, min_containers: 1}"
+    )
     assert [p.gpu_spec for p in app.pools] == ["H100", "H100:2"]
     check_gpu_app(plan, app, out / "generated" / app.filename)
     qwen = next(d for d in app.deployments if d.model.key == "qwen3-vl-30b")
@@ -191,13 +197,7 @@ def test_vllm_command_shape(write_config, gpu: str) -> None:
 
 def test_gpu_snapshot_pool(write_config, tmp_path) -> None:
     """A snapshot pool loads vLLM in sleep mode at snapshot time and wakes it on restore."""
-    old = "l40s: {quantization: fp8, max_model_len: 8192}"
-    text = BASE_CONFIG.replace(old, old + "\n      h100: {gpu_snapshot: true}")
-    config = write_config(text)
-    out = tmp_path / "snap"
-    assert run_cli("render", "--config", str(config), "--output-dir", str(out)).exit_code == 0
-    plan = load_plan(config)
-    app = plan.app_for("h100")
+    plan, app, out = render_with_qwen_on_h100(write_config, tmp_path, "{gpu_snapshot: true}")
     path = out / "generated" / app.filename
     check_gpu_app(plan, app, path)
     snap_pool = next(p for p in app.pools if p.settings.gpu_snapshot)
