@@ -44,6 +44,17 @@ check: .venv/.synced lint ## the whole test suite; fails when generated files ar
 
 .PHONY: help env render validate list lint check plan
 
+VLLM ?=
+
+vllm-data: .venv/.synced ## write mvgen/data/vllm/VLLM.json from the vLLM wheel (downloads it once)
+	@test -n "$(VLLM)" || { echo "usage: make vllm-data VLLM=0.12.0"; exit 2; }
+	$(UV) run --locked python scripts/vllm_data.py $(VLLM)
+
+image-lock: .venv/.synced ## lock every package both images install (uv pip compile; network)
+	$(UV) run --locked python scripts/lock_images.py --config $(CONFIG) --uv $(UV)
+
+.PHONY: vllm-data image-lock
+
 plan: .venv/.synced ## fit, cost, endpoints and what `make render` would change
 	$(MVGEN) plan --config $(CONFIG)
 

@@ -13,6 +13,7 @@
 #         -H "Authorization: Bearer $API_KEY"
 
 import os
+from pathlib import Path
 
 import modal
 
@@ -27,9 +28,16 @@ app = modal.App("vllm-a100")
 
 # ## Container images
 #
-# The GPU image: CUDA, Python and a pinned vLLM. The gateway image is small and has no
-# GPU, so the endpoint starts in seconds even when every model is cold. Both carry
-# mvgen's runtime package (gateway and vLLM process control).
+# The GPU image: CUDA, Python, and vLLM with every dependency pinned in
+# locks/vllm-image.txt (made by `make image-lock` for Linux x86-64, Python 3.12),
+# so each build installs the same packages. The gateway image is small and has no GPU,
+# so the endpoint starts in seconds even when every model is cold. Both carry mvgen's
+# runtime package (gateway and vLLM process control).
+
+# `modal deploy` reads the locks when it builds the images, from locks/ beside
+# generated/; uv itself is pinned too, instead of uv:latest.
+LOCKS = Path(__file__).resolve().parent.parent / "locks"
+UV_VERSION = "0.13.9"
 
 vllm_image = (
     modal.Image.from_registry(
@@ -37,21 +45,14 @@ vllm_image = (
         add_python="3.12",
     )
     .entrypoint([])  # the CUDA image's own entrypoint prints a banner; skip it
-    .uv_pip_install(
-        "vllm==0.12.0",
-        "httpx==0.28.1",
-        "starlette==1.10.0",
-    )
+    .uv_pip_install(requirements=[str(LOCKS / "vllm-image.txt")], uv_version=UV_VERSION)
     .env({"HF_XET_HIGH_PERFORMANCE": "1"})  # faster weight downloads from the Hub
     .add_local_python_source("mvgen")
 )
 
 gateway_image = (
     modal.Image.debian_slim(python_version="3.12")
-    .uv_pip_install(
-        "httpx==0.28.1",
-        "starlette==1.10.0",
-    )
+    .uv_pip_install(requirements=[str(LOCKS / "gateway-image.txt")], uv_version=UV_VERSION)
     .add_local_python_source("mvgen")
 )
 

@@ -94,7 +94,8 @@ def validate(config_path: Path) -> None:
 @friendly_errors
 def render(config_path: Path, output_dir: Path, check: bool, api_bases: tuple[str, ...]) -> None:
     """Render generated/*.py and litellm/config.yaml from the config."""
-    from mvgen.render import plan_changes, render_files, write_files
+    from mvgen.image_lock import stale_locks
+    from mvgen.render import RUNTIME_PACKAGES, plan_changes, render_files, write_files
 
     plan = load(config_path)
     files = render_files(plan, api_bases=_parse_pairs(api_bases, "--api-base"))
@@ -108,6 +109,8 @@ def render(config_path: Path, output_dir: Path, check: bool, api_bases: tuple[st
         click.echo(f"up to date: {len(files)} generated files")
         return
     changes = write_files(files, output_dir)
+    for problem in stale_locks(plan, RUNTIME_PACKAGES, output_dir):
+        click.echo(f"warning: {problem}", err=True)
     for change in changes:
         if change.kind == "kept":
             click.echo(f"     kept  {change.path} (no longer generated, but edited by hand)")

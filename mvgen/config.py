@@ -3,7 +3,7 @@ the checks a schema cannot express. Every problem is collected before anything f
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from mvgen.plan import (
     Pool,
     SecretRef,
     Settings,
+    YamlPath,
 )
 from mvgen.schema import schema_problems
 
@@ -96,6 +97,7 @@ def _models(raw: dict[str, Any], lines: Lines, problems: list[Problem]) -> dict[
             aliases=aliases,
             revision=spec.get("revision"),
             tool_parser=spec.get("tool_parser"),
+            reasoning_parser=spec.get("reasoning_parser"),
             architecture=_architecture(spec),
             litellm_order=tuple(spec.get("litellm_order", ())),
         )
@@ -151,7 +153,15 @@ def _deployments(
         for gpu_key in [g for g in data["gpus"] if g in wanted]:  # in gpus: order
             if gpu_key in gpus:
                 layers = (defaults, spec, spec.get("per_gpu", {}).get(gpu_key, {}))
-                out.append(Deployment(model, gpus[gpu_key], _settings(*layers)))
+                paths = (("defaults",), ("models", key), ("models", key, "per_gpu", gpu_key))
+                out.append(
+                    Deployment(
+                        model,
+                        gpus[gpu_key],
+                        _settings(*layers),
+                        *_setting_paths(zip(paths, layers, strict=True)),
+                    )
+                )
     return out
 
 
@@ -194,6 +204,20 @@ def _settings(*layers: dict[str, Any]) -> Settings:
             elif key in layer:
                 values[key] = layer[key]
     return Settings(**values, extra_args=tuple(extra))
+
+
+def _setting_paths(
+    layers: Iterable[tuple[YamlPath, dict[str, Any]]],
+) -> tuple[dict[str, YamlPath], tuple[YamlPath, ...]]:
+    """Where each setting of a merge came from (see `_settings`), for error messages."""
+    paths: dict[str, YamlPath] = {}
+    extra: list[YamlPath] = []
+    for base, layer in layers:
+        for key in SETTING_KEYS:
+            if key in layer:
+                paths[key] = (*base, key)
+        extra += [(*base, "extra_args", i) for i in range(len(layer.get("extra_args", [])))]
+    return paths, tuple(extra)
 
 
 def _assemble(

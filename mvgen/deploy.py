@@ -5,8 +5,9 @@ one `uv sync` installs), so what happens is exactly what a user typing the same 
 would get, and tests can put a recording stand-in for `modal` first on PATH.
 
 Before any deploy, `preflight` refuses, with every reason at once, when: generated files
-are stale; Modal has no credentials; a secret the apps read is missing; or the deployed
-web endpoints plus the new ones would pass `endpoint_limit`. See docs/deploy.md.
+or the image locks are stale; Modal has no credentials; a secret the apps read is missing;
+or the deployed web endpoints plus the new ones would pass `endpoint_limit`. See
+docs/deploy.md.
 """
 
 from __future__ import annotations
@@ -294,6 +295,7 @@ def preflight(plan: Plan, apps: Sequence[App], modal: ModalCli, root: Path) -> P
     """
     report = Preflight()
     report.problems += stale_files(plan, root)
+    report.problems += image_locks(plan, root)
     try:
         if not has_credentials(modal.config()):
             report.problems.append(
@@ -326,6 +328,14 @@ def stale_files(plan: Plan, root: Path) -> list[str]:
         return []
     listed = ", ".join(f"{c.path} ({c.kind})" for c in changes)
     return [f"generated files are stale: {listed}; run `make render` and commit the result"]
+
+
+def image_locks(plan: Plan, root: Path) -> list[str]:
+    """A stale lock would build an image with other packages than the config says."""
+    from mvgen.image_lock import stale_locks
+    from mvgen.render import RUNTIME_PACKAGES
+
+    return stale_locks(plan, RUNTIME_PACKAGES, root)
 
 
 def workspace_mismatch(plan: Plan, modal: ModalCli) -> list[str]:

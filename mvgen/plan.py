@@ -6,6 +6,7 @@ config.py builds it; render.py, deploy.py and the reports only read it.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from mvgen.catalog import Architecture, GpuType
@@ -13,6 +14,7 @@ from mvgen.catalog import Architecture, GpuType
 VLLM_PORT = 8000  # vLLM listens here inside its container, never on a public port
 GATEWAY_FUNCTION = "serve"  # name of the one web function per app: .../<app>-serve.modal.run
 HF_CACHE = "/root/.cache/huggingface"
+YamlPath = tuple[str | int, ...]  # ("models", "gemma-3-12b", "extra_args", 0)
 VLLM_CACHE = "/root/.cache/vllm"
 
 
@@ -56,6 +58,7 @@ class Model:
     revision: str | None
     tool_parser: str | None
     architecture: Architecture | None
+    reasoning_parser: str | None = None
     litellm_order: tuple[str, ...] = ()  # GPUs the LiteLLM group tries first, in order
 
     @property
@@ -70,6 +73,10 @@ class Deployment:
     model: Model
     gpu: Gpu
     settings: Settings
+    # Where deployments.yaml set each setting, for error paths: setting -> its key in the
+    # layer that won; extra_args item by item, since they add up across layers.
+    setting_paths: Mapping[str, YamlPath] = field(default_factory=dict, compare=False)
+    extra_args_paths: tuple[YamlPath, ...] = field(default=(), compare=False)
 
     @property
     def gpu_spec(self) -> str:
@@ -101,6 +108,8 @@ class Deployment:
             cmd.append("--enforce-eager")
         if self.model.tool_parser:
             cmd += ["--enable-auto-tool-choice", "--tool-call-parser", self.model.tool_parser]
+        if self.model.reasoning_parser:
+            cmd += ["--reasoning-parser", self.model.reasoning_parser]
         if s.limit_mm_per_prompt is not None:
             cmd += ["--limit-mm-per-prompt", json.dumps(s.limit_mm_per_prompt, sort_keys=True)]
         if s.quantization:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mvgen import literals
+from mvgen.image_lock import LOCK_DIR, UV_VERSION, lock_inputs
 from mvgen.plan import HF_CACHE, VLLM_CACHE, VLLM_PORT, App, Plan
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -20,6 +21,7 @@ MANIFEST = "generated/.mvgen-manifest.json"
 
 # What mvgen's runtime package needs in both images, pinned to the versions the tests run
 # (tests/test_pins.py). With vllm==0.12.0 they resolve (fastapi 0.165 accepts starlette 1.10).
+# The images install them from locks/ (`make image-lock`, mvgen/image_lock.py).
 RUNTIME_PACKAGES = ("httpx==0.28.1", "starlette==1.10.0")
 GATEWAY_MAX_INPUTS = 1000  # the gateway only relays, so one container takes many requests
 GATEWAY_SCALEDOWN = 300
@@ -74,8 +76,9 @@ def _app_context(plan: Plan, app: App) -> dict[str, Any]:
         "vllm_port": VLLM_PORT,
         "hf_cache": HF_CACHE,
         "vllm_cache": VLLM_CACHE,
-        "vllm_packages": [f"vllm=={plan.image.vllm}", *RUNTIME_PACKAGES],
-        "gateway_packages": list(RUNTIME_PACKAGES),
+        "locks": {i.image: Path(i.path).name for i in lock_inputs(plan, RUNTIME_PACKAGES)},
+        "lock_dir": LOCK_DIR,
+        "uv_version": UV_VERSION,
         "gateway": {
             "scaledown_window": GATEWAY_SCALEDOWN,
             "timeout": max(d.settings.timeout for d in deployments),

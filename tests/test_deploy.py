@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import BASE_CONFIG, run_cli
+from conftest import BASE_CONFIG, ROOT, run_cli
 
 from mvgen.deploy import CREDENTIAL_ENV_VARS, DeployError, endpoint_url, has_credentials
 
@@ -70,6 +71,7 @@ def project(tmp_path: Path, config: str = BASE_CONFIG) -> Path:
     root = tmp_path / "project"
     root.mkdir()
     (root / "deployments.yaml").write_text(textwrap.dedent(config))
+    shutil.copytree(ROOT / "locks", root / "locks")  # the image locks the apps install from
     result = run_cli("render", "--config", "deployments.yaml", cwd=root)
     assert result.exit_code == 0, result.output
     return root
@@ -158,6 +160,13 @@ def test_config_changed_since_render_is_refused(tmp_path, fake_modal):
     config.write_text(config.read_text().replace(gemma, gemma + "\n    max_model_len: 8192"))
     result = mvgen(root, "deploy", "--gpu", "h100")
     assert_refused(result, fake_modal, "stale", "generated/vllm_h100.py (changed)")
+
+
+def test_stale_image_lock_is_refused(tmp_path, fake_modal):
+    root = project(tmp_path, BASE_CONFIG + "image:\n  vllm: 0.33.0\n")
+    result = mvgen(root, "deploy", "--gpu", "h100")
+    assert_refused(result, fake_modal, "locks/vllm-image.txt is stale", "make image-lock")
+    assert "locks/gateway-image.txt" not in result.stderr  # vLLM is only in the GPU image
 
 
 def test_missing_secret_is_refused_with_the_command_that_creates_it(tmp_path, fake_modal):

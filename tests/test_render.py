@@ -175,8 +175,9 @@ def test_literals_round_trip(value: str) -> None:
 
 
 def test_hostile_values_stay_data(write_config, tmp_path) -> None:
-    """extra_args are free text: they must arrive in the vLLM command unchanged."""
-    text = BASE_CONFIG + "defaults:\n  extra_args: " + json.dumps(HOSTILE) + "\n"
+    """extra_args values are free text: they must arrive in the vLLM command unchanged."""
+    extra = [arg for value in HOSTILE for arg in ("--chat-template", value)]
+    text = BASE_CONFIG + "defaults:\n  extra_args: " + json.dumps(extra) + "\n"
     config = write_config(text)
     out = tmp_path / "out"
     render_into(config, out)
@@ -187,7 +188,7 @@ def test_hostile_values_stay_data(write_config, tmp_path) -> None:
         for node in tree.body
         if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "MODELS"
     )
-    assert models["gemma-3-12b"]["command"][-len(HOSTILE) :] == HOSTILE
+    assert models["gemma-3-12b"]["command"][-len(extra) :] == extra
     # no statement other than the template's own: nothing was injected
     calls = [n for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr == "system"]
     assert not calls

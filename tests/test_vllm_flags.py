@@ -1,70 +1,45 @@
-"""`vllm serve` flags read from the real vLLM wheels (see docs/vllm-flags.md).
+"""`vllm serve` options from the data committed in mvgen/data/vllm (docs/vllm-flags.md).
 
-The first run downloads the 0.12.0 wheel (~470 MB) and, for the cross-check, the
-0.33.0 wheel (~340 MB) into .cache/vllm-wheels; later runs work offline. A
-failed 0.12.0 download fails the tests: the pinned version is never skipped.
+The data is written from the real wheels by scripts/vllm_data.py; tests/test_vllm_data.py
+checks that regenerating it gives the committed files. Nothing here needs a wheel.
 """
 
 from __future__ import annotations
 
-import contextlib
-import sys
-import zipfile
-from pathlib import Path
+import json
 
 import pytest
 
-from mvgen import vllm_flags
 from mvgen.vllm_flags import (
+    DATA_DIR,
     FlagSet,
-    WheelDownloadError,
+    VllmDataMissing,
     accepted_flags,
+    available_versions,
     check_serve_argv,
-    parse_wheel,
     unknown_flags,
-    wheel_path,
 )
 
 PINNED = "0.12.0"
 NEWER = "0.33.0"
 
-# Downloads on a fresh machine take longer than the suite's default timeout.
-pytestmark = pytest.mark.timeout(900)
 
-
-def _load(request: pytest.FixtureRequest, version: str, required: bool) -> FlagSet:
-    capture = request.config.pluginmanager.getplugin("capturemanager")
-    # Show the download log live (the first run fetches hundreds of MB).
-    live = capture.global_and_fixture_disabled() if capture else contextlib.nullcontext()
-    try:
-        with live:
-            return accepted_flags(version)
-    except WheelDownloadError as exc:
-        if required:
-            pytest.fail(f"vLLM {version} wheel unavailable: {exc}", pytrace=False)
-        pytest.skip(f"vLLM {version} wheel unavailable for the cross-check: {exc}")
+@pytest.fixture(scope="session")
+def pinned() -> FlagSet:
+    return accepted_flags(PINNED)
 
 
 @pytest.fixture(scope="session")
-def pinned(request: pytest.FixtureRequest) -> FlagSet:
-    return _load(request, PINNED, required=True)
-
-
-@pytest.fixture(scope="session")
-def newer(request: pytest.FixtureRequest) -> FlagSet:
-    return _load(request, NEWER, required=False)
+def newer() -> FlagSet:
+    return accepted_flags(NEWER)
 
 
 @pytest.fixture(params=[PINNED, NEWER])
 def any_version(request: pytest.FixtureRequest) -> FlagSet:
-    return request.getfixturevalue("pinned" if request.param == PINNED else "newer")
+    return accepted_flags(request.param)
 
 
-def _flags_of(request: pytest.FixtureRequest, version: str) -> FlagSet:
-    return request.getfixturevalue("pinned" if version == PINNED else "newer")
-
-
-# ------------------------------------------------------------ the real wheels
+# ------------------------------------------------------------ the committed data
 
 # Each checked by hand in the 0.12.0 wheel: the add_argument call in
 # vllm/engine/arg_utils.py or a FrontendArgs field in entrypoints/openai/
@@ -123,18 +98,38 @@ PINNED_ABSENT = [
 ]
 
 
-def test_pinned_parse_is_complete(pinned: FlagSet) -> None:
-    assert pinned.unresolved == ()
-    for member in (
+def test_committed_versions() -> None:
+    assert available_versions() == [PINNED, NEWER]
+
+
+@pytest.mark.parametrize("version", [PINNED, NEWER])
+def test_data_names_its_wheel_and_sources(version: str) -> None:
+    data = json.loads((DATA_DIR / f"{version}.json").read_text())
+    assert data["vllm"] == version
+    assert data["wheel"].startswith(f"vllm-{version}-") and data["wheel"].endswith(".whl")
+    assert len(data["wheel_sha256"]) == 64
+    assert f"VLLM={version}" in data["made_by"]
+    serve_parser = [
         "vllm/entrypoints/cli/serve.py",
-        "vllm/entrypoints/openai/cli_args.py",
         "vllm/engine/arg_utils.py",
         "vllm/utils/argparse_utils.py",
         "vllm/config/model.py",
         "vllm/config/cache.py",
-    ):
-        assert member in pinned.sources
+    ]
+    assert set(serve_parser) <= set(data["sources"])
+
+
+def test_pinned_is_complete(pinned: FlagSet) -> None:
     assert len(pinned) > 200
+    assert pinned.unchecked == ("--collect-detailed-traces",)  # choices += permutations(...)
+
+
+def test_a_version_without_data_names_the_command() -> None:
+    with pytest.raises(VllmDataMissing) as caught:
+        accepted_flags("9.9.9")
+    message = str(caught.value)
+    assert "make vllm-data VLLM=9.9.9" in message
+    assert "0.12.0" in message  # what is committed
 
 
 @pytest.mark.parametrize(("flag", "nargs"), PINNED_FLAGS.items())
@@ -170,21 +165,13 @@ ACROSS_VERSIONS = [
 
 @pytest.mark.parametrize("version", [PINNED, NEWER])
 @pytest.mark.parametrize(("flag", "in_pinned", "in_newer"), ACROSS_VERSIONS)
-def test_flag_across_versions(
-    request: pytest.FixtureRequest,
-    version: str,
-    flag: str,
-    in_pinned: bool,
-    in_newer: bool,
-) -> None:
-    flags = _flags_of(request, version)
+def test_flag_across_versions(version: str, flag: str, in_pinned: bool, in_newer: bool) -> None:
+    flags = accepted_flags(version)
     expected = in_pinned if version == PINNED else in_newer
     assert (flag in flags) is expected
 
 
-def test_newer_parse_is_complete(newer: FlagSet) -> None:
-    assert newer.unresolved == ()
-    assert "vllm/entrypoints/common/cli_args.py" in newer.sources
+def test_newer_specifics(newer: FlagSet) -> None:
     # 0.33's --disable-log-requests only flips enable_log_requests back off.
     assert newer.flags["--disable-log-requests"].dest == "enable_log_requests"
     assert newer.flags["--hf-token"].nargs == "?"  # from `bool | str | None`
@@ -196,11 +183,102 @@ def test_swap_space_rejected_by_newer_only(pinned: FlagSet, newer: FlagSet) -> N
     assert unknown_flags(argv, newer) == ["--swap-space"]
 
 
-def test_cached_json_is_reused(pinned: FlagSet) -> None:
-    wheel = wheel_path(PINNED)  # cached by the fixture: no download here
-    cache = wheel.with_name(wheel.name + ".flags.json")
-    assert cache.exists()
-    assert accepted_flags(PINNED) == pinned
+# Values read by hand in the 0.12.0 wheel: the Literal types in vllm/config/*.py (argparse
+# choices), and the lists vLLM checks right after parsing.
+PINNED_CHOICES = {
+    # ModelConfig.runner: RunnerOption = Literal["auto", RunnerType] (pooling options)
+    "--runner": ["auto", "draft", "generate", "pooling"],
+    # ModelConfig.convert: ConvertOption = Literal["auto", ConvertType]
+    "--convert": ["auto", "classify", "embed", "none", "reward"],
+    # ModelConfig.task: TaskOption | None (deprecated)
+    "--task": [
+        "auto",
+        "classify",
+        "draft",
+        "embed",
+        "embedding",
+        "generate",
+        "reward",
+        "score",
+        "transcription",
+    ],
+    # ModelConfig.dtype: ModelDType | torch.dtype
+    "--dtype": ["auto", "bfloat16", "float", "float16", "float32", "half"],
+    # CacheConfig.cache_dtype: CacheDType
+    "--kv-cache-dtype": [
+        "auto",
+        "bfloat16",
+        "fp8",
+        "fp8_ds_mla",
+        "fp8_e4m3",
+        "fp8_e5m2",
+        "fp8_inc",
+    ],
+    # CacheConfig.block_size: BlockSize = Literal[1, 8, 16, 32, 64, 128, 256] (ints)
+    "--block-size": [1, 8, 16, 32, 64, 128, 256],
+}
+
+# Options checked after argparse (the data says where the list was read).
+PINNED_RUNTIME = {
+    "--quantization": ({"fp8", "awq", "gptq", "compressed-tensors", "bitsandbytes"}, 31),
+    "-q": ({"fp8"}, 31),
+    "--tool-call-parser": ({"hermes", "mistral", "llama3_json", "qwen3_coder"}, 27),
+    "--reasoning-parser": ({"qwen3", "deepseek_r1", "openai_gptoss"}, 15),
+    "--load-format": ({"auto", "safetensors", "runai_streamer", "dummy"}, 14),
+}
+
+# Options where any string passes: Literal | str types get a metavar, not choices.
+PINNED_FREE = ["--tokenizer-mode", "--model-impl", "--served-model-name", "--max-model-len"]
+
+
+@pytest.mark.parametrize(("flag", "values"), PINNED_CHOICES.items())
+def test_pinned_choices(pinned: FlagSet, flag: str, values: list) -> None:
+    assert list(pinned.flags[flag].choices) == values
+
+
+@pytest.mark.parametrize(("flag", "expected"), PINNED_RUNTIME.items())
+def test_pinned_runtime_checked_values(pinned: FlagSet, flag: str, expected) -> None:
+    some, count = expected
+    choices = pinned.flags[flag].choices
+    assert some <= set(choices)
+    assert len(choices) == count
+
+
+@pytest.mark.parametrize("flag", PINNED_FREE)
+def test_pinned_free_values(pinned: FlagSet, flag: str) -> None:
+    assert pinned.flags[flag].choices is None
+
+
+@pytest.mark.parametrize(
+    ("flag", "bad"),
+    [
+        ("--quantization", "fp-8"),
+        ("--tool-call-parser", "hermess"),
+        ("--reasoning-parser", "qwen4"),
+        ("--kv-cache-dtype", "fp9"),
+        ("--runner", "embed"),  # a --convert value, not a runner
+    ],
+)
+def test_values_outside_the_choices(pinned: FlagSet, flag: str, bad: str) -> None:
+    assert not pinned.flags[flag].accepts(bad)
+    problems = check_serve_argv(["vllm", "serve", "m/x", flag, bad], pinned)
+    assert [(p.token, p.reason, p.index) for p in problems] == [
+        (flag, "value not among its choices", 4)
+    ]
+
+
+def test_int_choices_match_their_text(pinned: FlagSet) -> None:
+    assert pinned.flags["--block-size"].accepts("16")
+    assert not pinned.flags["--block-size"].accepts("17")
+
+
+def test_newer_lists_differ(pinned: FlagSet, newer: FlagSet) -> None:
+    # 0.33 added parsers and dropped quantization methods: the data follows each version.
+    assert "gemma4" in newer.flags["--reasoning-parser"].choices
+    assert "gemma4" not in pinned.flags["--reasoning-parser"].choices
+    assert "gguf" in pinned.flags["--quantization"].choices
+    assert "gguf" not in newer.flags["--quantization"].choices
+    assert newer.unchecked == ("--log-level", "--mm-processor-device")
 
 
 # ------------------------------------------------------------- argv checking
@@ -264,6 +342,15 @@ def test_rejected_forms(pinned: FlagSet, extra: list[str], expected: list[str]):
     assert unknown_flags([*EXAMPLE, *extra], pinned) == expected
 
 
+def test_flag_positions(pinned: FlagSet) -> None:
+    argv = [*EXAMPLE, "--made-up", "1", "--kv-cache-dtype=fp9"]
+    problems = check_serve_argv(argv, pinned)
+    assert [(p.token, p.index) for p in problems] == [
+        ("--made-up", 11),
+        ("--kv-cache-dtype", 13),  # an inline value is at its flag's index
+    ]
+
+
 def test_api_key_value_never_reported(pinned: FlagSet) -> None:
     problems = check_serve_argv([*EXAMPLE, "--api-keys=sk-secret"], pinned)
     assert [p.token for p in problems] == ["--api-keys"]
@@ -290,174 +377,3 @@ def test_missing_model(pinned: FlagSet) -> None:
 def test_not_a_serve_command(pinned: FlagSet) -> None:
     with pytest.raises(ValueError, match="vllm serve"):
         unknown_flags(["python", "-m", "vllm.entrypoints.openai.api_server"], pinned)
-
-
-# ----------------------------------------------- cache and download behaviour
-
-
-def test_cached_wheel_needs_no_download(tmp_path: Path, monkeypatch) -> None:
-    wheel = tmp_path / "vllm-9.9.9-cp38-abi3-manylinux_2_31_x86_64.whl"
-    wheel.write_bytes(b"")
-    monkeypatch.setenv(vllm_flags.CACHE_ENV, str(tmp_path))
-    monkeypatch.setattr(vllm_flags, "_download_command", _must_not_run)
-    assert wheel_path("9.9.9") == wheel
-
-
-def _must_not_run(version: str, dest: Path) -> list[str]:
-    raise AssertionError("wheel_path downloaded although the wheel was cached")
-
-
-def test_download_failure_is_clear(tmp_path: Path, monkeypatch) -> None:
-    fail = [sys.executable, "-c", "import sys; sys.exit('no such version')"]
-    monkeypatch.setattr(vllm_flags, "_download_command", lambda v, d: fail)
-    with pytest.raises(WheelDownloadError, match="vllm==9.9.9.*no such version"):
-        wheel_path("9.9.9", tmp_path)
-    assert not list(tmp_path.iterdir())  # no partial file or scratch dir left
-
-
-def test_download_command_targets_linux_wheels() -> None:
-    cmd = vllm_flags._download_command(PINNED, Path("/tmp/x"))
-    assert "vllm==0.12.0" in cmd and "--no-deps" in cmd
-    assert "--only-binary=:all:" in cmd
-    assert "manylinux_2_31_x86_64" in cmd  # 0.12.0's tag
-    assert "manylinux_2_28_x86_64" in cmd  # 0.33.0's tag
-
-
-# ------------------------------------- the interpreter on a small synthetic wheel
-
-FAKE_SERVE = """
-from vllm.entrypoints.openai.cli_args import make_arg_parser
-
-class ServeSubcommand:
-    name = "serve"
-
-    def subparser_init(self, subparsers):
-        serve_parser = subparsers.add_parser(self.name)
-        return make_arg_parser(serve_parser)
-"""
-
-FAKE_CLI_ARGS = """
-import argparse
-from typing import Literal
-from vllm.config import config
-from vllm.engine.arg_utils import EngineArgs, get_kwargs
-
-@config
-class FrontendArgs:
-    host: str | None = None
-    verbose: bool = False
-    enable_thing: bool = False
-    names: list[str] | None = None
-    level: Literal["a", "b"] = "a"
-    origins: list[str] = None
-
-    @classmethod
-    def add_cli_args(cls, parser):
-        kwargs = get_kwargs(cls)
-        del kwargs["origins"]["nargs"]
-        group = parser.add_argument_group("Frontend")
-        for key, value in kwargs.items():
-            group.add_argument(f"--{key.replace('_', '-')}", **value)
-        return parser
-
-def make_arg_parser(parser):
-    parser.add_argument("model_tag", nargs="?")
-    parser.add_argument("--headless", action="store_true")
-    parser = FrontendArgs.add_cli_args(parser)
-    return EngineArgs.add_cli_args(parser)
-"""
-
-FAKE_ARG_UTILS = """
-import argparse
-from vllm.config import CacheConfig
-
-def _compute_kwargs(cls):
-    pass
-
-class EngineArgs:
-    @staticmethod
-    def add_cli_args(parser):
-        cache_kwargs = get_kwargs(CacheConfig)
-        parser.add_argument("--kv-dtype", "-kv", **cache_kwargs["cache_dtype"])
-        parser.add_argument(
-            "--prefix-caching", **{**cache_kwargs["prefix"], "default": None}
-        )
-        parser.add_argument("--sizes", **cache_kwargs["sizes"], deprecated=True)
-        parser.add_argument("--pair", **cache_kwargs["pair"])
-        return parser
-"""
-
-FAKE_CONFIG = """
-from vllm.config.cache import CacheConfig
-from vllm.config.utils import config
-"""
-
-FAKE_CACHE = """
-from typing import Literal, Optional
-from vllm.config.utils import config
-
-CacheDType = Literal["auto", "fp8"]
-
-@config
-class CacheConfig:
-    cache_dtype: CacheDType = "auto"
-    prefix: Optional[bool] = None
-    sizes: list[int] | None = None
-    pair: tuple[int, int] = (1, 2)
-"""
-
-FAKE_ARGPARSE_UTILS = """
-from argparse import ArgumentParser, BooleanOptionalAction
-
-class EnableDisableAction(BooleanOptionalAction):
-    _inverse_prefixes = {"--enable-": "--disable-", "--disable-": "--enable-"}
-
-class FlexibleArgumentParser(ArgumentParser):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.register("action", BooleanOptionalAction, EnableDisableAction)
-"""
-
-
-def _fake_wheel(path: Path) -> Path:
-    serve = FAKE_SERVE + "from vllm.utils.argparse_utils import FlexibleArgumentParser\n"
-    members = {
-        "vllm/entrypoints/cli/serve.py": serve,
-        "vllm/entrypoints/openai/cli_args.py": FAKE_CLI_ARGS,
-        "vllm/engine/arg_utils.py": FAKE_ARG_UTILS + "\ndef get_kwargs(cls):\n    pass\n",
-        "vllm/config/__init__.py": FAKE_CONFIG,
-        "vllm/config/cache.py": FAKE_CACHE,
-        "vllm/config/utils.py": "def config(cls):\n    return cls\n",
-        "vllm/utils/argparse_utils.py": FAKE_ARGPARSE_UTILS,
-    }
-    with zipfile.ZipFile(path, "w") as archive:
-        for name, text in members.items():
-            archive.writestr(name, text)
-    return path
-
-
-def test_interpreter_on_synthetic_wheel(tmp_path: Path) -> None:
-    flags = parse_wheel(_fake_wheel(tmp_path / "fake.whl"), "0.0.0")
-    nargs = {name: flag.nargs for name, flag in flags.flags.items()}
-    assert nargs == {
-        "--headless": 0,
-        "--host": 1,
-        "--verbose": 0,
-        "--no-verbose": 0,
-        "--enable-thing": 0,
-        "--no-enable-thing": 0,
-        "--disable-thing": 0,  # EnableDisableAction, registered by the parser
-        "--names": "+",
-        "--level": 1,
-        "--origins": 1,  # its nargs was deleted before add_argument
-        "--kv-dtype": 1,
-        "-kv": 1,
-        "--prefix-caching": 0,
-        "--no-prefix-caching": 0,
-        "--sizes": "+",
-        "--pair": 2,
-        "-h": 0,
-        "--help": 0,
-    }
-    assert flags.flags["--sizes"].deprecated
-    assert flags.unresolved == ()
