@@ -8,7 +8,9 @@
 # model below gets its own A100-80GB containers, started on first use
 # and stopped when idle.
 #
-#     modal deploy generated/vllm_a100.py
+# Deploy it from the repository root after the README's set-up, then call it:
+#
+#     make deploy GPU=a100
 #     curl https://your-workspace--vllm-a100-serve.modal.run/v1/models \
 #         -H "Authorization: Bearer $API_KEY"
 

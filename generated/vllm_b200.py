@@ -8,7 +8,9 @@
 # model below gets its own B200 containers, started on first use
 # and stopped when idle.
 #
-#     modal deploy generated/vllm_b200.py
+# Deploy it from the repository root after the README's set-up, then call it:
+#
+#     make deploy GPU=b200
 #     curl https://your-workspace--vllm-b200-serve.modal.run/v1/models \
 #         -H "Authorization: Bearer $API_KEY"
 

@@ -8,7 +8,9 @@
 # model below gets its own L40S containers, started on first use
 # and stopped when idle.
 #
-#     modal deploy generated/vllm_l40s.py
+# Deploy it from the repository root after the README's set-up, then call it:
+#
+#     make deploy GPU=l40s
 #     curl https://your-workspace--vllm-l40s-serve.modal.run/v1/models \
 #         -H "Authorization: Bearer $API_KEY"
 
