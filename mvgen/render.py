@@ -72,6 +72,7 @@ def _app_context(plan: Plan, app: App) -> dict[str, Any]:
         "app": app,
         "url_example": app.url or f"https://<workspace>--{app.label}.modal.run",
         "deploy_command": deploy_command(plan, app),
+        "any_snapshot": any(d.settings.gpu_snapshot for d in deployments),
         "models_literal": literals.py(_models_literal(app)),
         "vllm_port": VLLM_PORT,
         "hf_cache": HF_CACHE,
