@@ -30,8 +30,9 @@ from standin_vllm import free_port
 from standin_vllm_cli import install_standin_vllm, recorded_starts
 from test_modal_apps import import_app
 
+from mvgen.config import load_plan
 from mvgen.runtime import lifecycle, start_failures
-from mvgen.runtime.vllm_process import VllmProcess
+from mvgen.runtime.vllm_process import VllmProcess, VllmStartupError
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -426,3 +427,29 @@ def test_the_rendered_command_line_is_what_vllm_receives(
         assert c.post("/v1/chat/completions", json=CHAT).status_code == 200
     (start,) = recorded_starts(env.record)
     assert ["vllm", *start["argv"]] == gpu_app.module.MODELS["gemma-3-12b"]["command"]
+
+
+def test_a_snapshot_pool_records_a_failed_start_and_takes_no_snapshot(
+    write_config, tmp_path: Path, env: SimpleNamespace
+) -> None:
+    """At snapshot time the failure is recorded and raised: Modal then takes no snapshot."""
+    l40s = "l40s: {quantization: fp8, max_model_len: 8192}"
+    config = write_config(
+        BASE_CONFIG.replace(l40s, f"{l40s}\n      h100: {{gpu_snapshot: true}}") + SECRETS
+    )
+    out = tmp_path / "snap"
+    assert run_cli("render", "--config", str(config), "--output-dir", str(out)).exit_code == 0
+    pool = next(p for p in load_plan(config).app_for("h100").pools if p.settings.gpu_snapshot)
+    module = import_app(out / "generated" / "vllm_h100.py")
+    store = InMemoryDict()
+    harness = AppHarness(module, store, env)
+    harness.new_port()
+    env.monkeypatch.setenv("STANDIN_VLLM_FAIL", "kv-cache")
+    try:
+        with pytest.raises(VllmStartupError, match="KV cache too small for max_model_len"):
+            getattr(module, pool.class_name)(model="qwen3-vl-30b")._enter()
+    finally:
+        harness.close()
+    (record,) = store.snapshot().values()
+    assert record["count"] == 1
+    assert env.exits == []

@@ -256,3 +256,17 @@ def _enter_methods(path: Path, class_name: str) -> dict[str, str]:
             if isinstance(deco, ast.Call) and getattr(deco.func, "attr", "") == "enter":
                 found[node.name] = ", ".join(ast.unparse(k) for k in deco.keywords)
     return found
+
+
+@pytest.mark.parametrize("startup_timeout", [30, 31, 240, 1200, 86400])
+def test_vllm_readiness_ends_before_modals_startup_timeout(
+    write_config, tmp_path, startup_timeout: int
+) -> None:
+    config = write_config(BASE_CONFIG + f"defaults: {{startup_timeout: {startup_timeout}}}\n")
+    out = tmp_path / "out"
+    assert run_cli("render", "--config", str(config), "--output-dir", str(out)).exit_code == 0
+    plan = load_plan(config)
+    app = plan.app_for("h100")
+    check_gpu_app(plan, app, out / "generated" / app.filename)
+    (ready,) = {d.settings.ready_timeout for d in app.deployments}
+    assert startup_timeout - 60 <= ready < startup_timeout
