@@ -34,7 +34,11 @@ from mvgen.config import load_plan
 from mvgen.runtime import lifecycle, start_failures
 from mvgen.runtime.vllm_process import VllmProcess, VllmStartupError
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [
+    pytest.mark.timeout(120),
+    # modal's reminder that a local run has no Volumes; these tests need none
+    pytest.mark.filterwarnings("ignore:The .* function is executing locally:UserWarning"),
+]
 
 HF_KEY, API_KEY_NAME = "HUGGINGFACE_TOKEN", "VLLM_API_KEY"
 HF_TOKEN = "hf_standin_token_0123456789"
