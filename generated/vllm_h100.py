@@ -8,7 +8,9 @@
 # model below gets its own H100 containers, started on first use
 # and stopped when idle.
 #
-#     modal deploy generated/vllm_h100.py
+# Deploy it from the repository root after the README's set-up, then call it:
+#
+#     make deploy GPU=h100
 #     curl https://your-workspace--vllm-h100-serve.modal.run/v1/models \
 #         -H "Authorization: Bearer $API_KEY"
 
@@ -16,11 +18,14 @@ import os
 from pathlib import Path
 
 import modal
+import modal.experimental
 
 from mvgen.runtime.backends import ModalBackend
-from mvgen.runtime.gateway import create_app
+from mvgen.runtime.gateway import GatewaySettings, create_app
+from mvgen.runtime.lifecycle import StartRecord, start_pool
 from mvgen.runtime.models import models_from_literal
-from mvgen.runtime.vllm_process import PoolServer, VllmProcess
+from mvgen.runtime.start_failures import StartFailures, StartGate, pool_key, pool_keys
+from mvgen.runtime.vllm_process import VllmProcess
 
 # The app and function names make the endpoint's URL:
 # https://your-workspace--vllm-h100-serve.modal.run
@@ -69,14 +74,32 @@ vllm_cache = modal.Volume.from_name(
     create_if_missing=True,
 )
 
+# The secrets, and the variables they set: vLLM gets the Hugging Face token as HF_TOKEN
+# (the name huggingface_hub reads) and never the API key, which only the gateway checks.
+HF_TOKEN_ENV = "HF_TOKEN"
+API_KEY_ENV = "API_KEY"
 hf_secret = modal.Secret.from_name(
     "huggingface",
-    required_keys=["HF_TOKEN"],
+    required_keys=[HF_TOKEN_ENV],
 )
 api_key_secret = modal.Secret.from_name(
     "vllm-api-key",
-    required_keys=["API_KEY"],
+    required_keys=[API_KEY_ENV],
 )
+
+# Failed vLLM starts per model, shared by all containers: after a few in a row the
+# gateway answers with the cause instead of starting GPU containers that fail again.
+# `modal dict clear vllm-start-failures` forgets them.
+start_failures = modal.Dict.from_name(
+    "vllm-start-failures",
+    create_if_missing=True,
+)
+
+
+def stop_this_container() -> None:
+    # After a failed start: take no new requests, answer those held, then exit.
+    modal.experimental.stop_fetching_inputs()
+
 
 # ## The models this app serves
 #
@@ -205,12 +228,25 @@ class Vllm:
     @modal.enter()
     def start_vllm(self) -> None:
         spec = MODELS[self.model]
-        self.vllm = VllmProcess(spec["command"], VLLM_PORT, env=spec["env"])
-        self.vllm.start()
-        # A dead vLLM must take the container down, so Modal starts a fresh one.
-        self.vllm.watch(lambda returncode: os._exit(1))
-        self.vllm.wait_ready(timeout=1200)
-        self.pool = PoolServer(VLLM_PORT)
+        self.vllm = VllmProcess(
+            spec["command"],
+            VLLM_PORT,
+            env=spec["env"],
+            hf_token_env=HF_TOKEN_ENV,
+            hidden_env=[API_KEY_ENV],
+        )
+        # Waits for vLLM until shortly before startup_timeout. A failed start is
+        # recorded; the pool then answers 503 model_failed_to_start with the cause and
+        # the container stops. A vLLM that dies later takes the container down, so
+        # Modal starts a fresh one.
+        self.pool = start_pool(
+            self.vllm,
+            spec["served_name"],
+            StartRecord(StartFailures(start_failures), pool_key(app.name, self.model, spec)),
+            ready_timeout=1140,
+            stop_container=stop_this_container,
+            on_vllm_exit=lambda returncode: os._exit(1),
+        )
 
     @modal.method()
     async def request(self, path: str, body: dict) -> dict:
@@ -230,7 +266,8 @@ class Vllm:
 #
 # Bearer auth with the key in the "vllm-api-key" secret. /health answers
 # without waking a GPU; /v1/models, /v1/chat/completions and /v1/completions, streams
-# included, go to the pool of the model the request names.
+# included, go to the pool of the model the request names, unless that model keeps
+# failing to start: then the gateway answers with the cause at once.
 
 
 @app.function(
@@ -243,4 +280,10 @@ class Vllm:
 @modal.concurrent(max_inputs=1000)
 @modal.asgi_app()
 def serve():
-    return create_app(models_from_literal(MODELS), ModalBackend(Vllm))
+    gate = StartGate(StartFailures(start_failures), pool_keys(app.name, MODELS))
+    return create_app(
+        models_from_literal(MODELS),
+        ModalBackend(Vllm),
+        settings=GatewaySettings(api_key_env=API_KEY_ENV),
+        gate=gate,
+    )

@@ -178,6 +178,21 @@ def gpu_snapshots(plan: Plan, lines: Lines, warnings: list[str]) -> list[Problem
     return problems
 
 
+def secret_keys(plan: Plan, lines: Lines, warnings: list[str]) -> list[Problem]:
+    """In legacy mode both secrets are in one container: one variable cannot hold both."""
+    if plan.hf_secret.key != plan.api_key_secret.key:
+        return []
+    return [
+        Problem(
+            "secrets.api_key.key",
+            f"both secrets set {plan.api_key_secret.key!r}, so the API key and the Hugging "
+            "Face token would overwrite each other",
+            lines.get(("secrets", "api_key", "key")) or lines.get(("secrets",)),
+            "give the two secrets different key names (defaults: HF_TOKEN and API_KEY)",
+        )
+    ]
+
+
 def _setting_line(lines: Lines, model: str, gpu: str, key: str) -> int | None:
     return (
         lines.get(("models", model, "per_gpu", gpu, key))
@@ -196,5 +211,6 @@ CHECKS: tuple[Callable[[Plan, Lines, list[str]], list[Problem]], ...] = (
     endpoint_budget,
     gpu_snapshots,
     vllm_options,
+    secret_keys,
     fit_check,
 )

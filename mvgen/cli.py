@@ -432,7 +432,8 @@ def _print_waits(text: str) -> None:
 def gateway(
     config_path: Path, upstreams: tuple[str, ...], host: str, port: int, no_auth: bool
 ) -> None:
-    """Run the deployed gateway locally, in front of servers you run (key from API_KEY)."""
+    """Run the deployed gateway locally, in front of servers you run (key from API_KEY,
+    or the variable secrets.api_key.key names)."""
     from mvgen.local_gateway import GatewayStartupError, run_local_gateway
     from mvgen.runtime.models import ModelTable, ServedModel
 
@@ -445,6 +446,7 @@ def gateway(
             host=host,
             port=port,
             no_auth=no_auth,
+            api_key_env=plan.api_key_secret.key,
         )
     except GatewayStartupError as exc:
         click.echo(f"error: {exc}", err=True)

@@ -1,8 +1,9 @@
 """`mvgen gateway`: the deployed gateway, run locally in front of your own servers.
 
 The same app as in the Modal containers, forwarding over HTTP to OpenAI-compatible
-servers (your vLLM, or the test stand-in). The key comes from `API_KEY`, as in the
-Modal secret; without one it refuses to start unless auth is explicitly switched off.
+servers (your vLLM, or the test stand-in). The key comes from the variable the API-key
+secret sets (`secrets.api_key.key`, `API_KEY` by default), as in the containers; without
+one it refuses to start unless auth is explicitly switched off.
 """
 
 from __future__ import annotations
@@ -32,16 +33,20 @@ class GatewayStartupError(Exception):
 
 
 def build_local_app(
-    models: ModelTable, upstreams: Mapping[str, str], *, no_auth: bool = False
+    models: ModelTable,
+    upstreams: Mapping[str, str],
+    *,
+    no_auth: bool = False,
+    api_key_env: str = API_KEY_ENV,
 ) -> Starlette:
     """The gateway app for `mvgen gateway`, after the same checks run_local_gateway makes."""
-    if not no_auth and not load_api_keys(API_KEY_ENV):
+    if not no_auth and not load_api_keys(api_key_env):
         raise GatewayStartupError(
-            f"{API_KEY_ENV} is not set: export {API_KEY_ENV}=<key> (comma-separate several "
+            f"{api_key_env} is not set: export {api_key_env}=<key> (comma-separate several "
             "keys to rotate them), or pass --no-auth to serve without authentication."
         )
     backend = HttpBackend(check_upstreams(models, upstreams), connect_wait=LOCAL_CONNECT_WAIT)
-    settings = GatewaySettings(api_key_env=API_KEY_ENV, require_auth=not no_auth)
+    settings = GatewaySettings(api_key_env=api_key_env, require_auth=not no_auth)
     return create_app(models, backend, settings=settings)
 
 
@@ -79,11 +84,12 @@ def run_local_gateway(
     host: str = "127.0.0.1",
     port: int = 8000,
     no_auth: bool = False,
+    api_key_env: str = API_KEY_ENV,
 ) -> None:
     """Serve until interrupted. Raises GatewayStartupError before binding anything when
     the configuration is unusable; models without an upstream answer 503."""
     _configure_logging()  # first, so the gateway adds no handler of its own
-    app = build_local_app(models, upstreams, no_auth=no_auth)
+    app = build_local_app(models, upstreams, no_auth=no_auth, api_key_env=api_key_env)
     if no_auth:
         _warn_no_auth(host, port)
     served = check_upstreams(models, upstreams)

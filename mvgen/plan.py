@@ -38,6 +38,13 @@ class Settings:
     timeout: int = 1800
     startup_timeout: int = 1200
 
+    @property
+    def ready_timeout(self) -> int:
+        """Seconds the container waits for vLLM's /health: less than startup_timeout,
+        so a slow start ends in our error (with its cause), not in Modal's limit. The
+        margin covers recording the failure; startup_timeout is at least 30 s."""
+        return self.startup_timeout - min(60, self.startup_timeout // 4)
+
 
 @dataclass(frozen=True)
 class Gpu:
@@ -203,6 +210,11 @@ class Plan:
     @property
     def deployments(self) -> tuple[Deployment, ...]:
         return tuple(d for app in self.apps for d in app.deployments)
+
+    @property
+    def start_failures_dict(self) -> str:
+        """The modal.Dict in which GPU containers record failed starts."""
+        return f"{self.app_prefix}-start-failures"
 
     @property
     def endpoints_needed(self) -> int:

@@ -26,6 +26,7 @@ RUNTIME_PACKAGES = ("httpx==0.28.1", "starlette==1.10.0")
 GATEWAY_MAX_INPUTS = 1000  # the gateway only relays, so one container takes many requests
 GATEWAY_SCALEDOWN = 300
 GATEWAY_STARTUP_TIMEOUT = 60
+DEFAULT_CONFIG = "deployments.yaml"  # the Makefile's CONFIG default
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,8 @@ def _app_context(plan: Plan, app: App) -> dict[str, Any]:
         "plan": plan,
         "app": app,
         "url_example": app.url or f"https://<workspace>--{app.label}.modal.run",
+        "deploy_command": deploy_command(plan, app),
+        "any_snapshot": any(d.settings.gpu_snapshot for d in deployments),
         "models_literal": literals.py(_models_literal(app)),
         "vllm_port": VLLM_PORT,
         "hf_cache": HF_CACHE,
@@ -93,6 +96,18 @@ def _app_context(plan: Plan, app: App) -> dict[str, Any]:
         },
         "deployment": deployments[0],
     }
+
+
+def deploy_command(plan: Plan, app: App) -> str:
+    """How to deploy `app` from a fresh clone after the README's set-up. A bare
+    `modal deploy generated/...` needs mvgen's runtime (httpx, starlette) importable
+    where it runs; make runs it in the project's environment, after the preflight."""
+    words = ["make", "deploy", f"GPU={app.gpu.key}"]
+    if plan.mode == "legacy":
+        words.append(f"MODEL={app.deployments[0].model.key}")
+    if plan.source != DEFAULT_CONFIG:
+        words.append(f"CONFIG={plan.source}")
+    return " ".join(words)
 
 
 def _models_literal(app: App) -> dict[str, Any]:

@@ -30,6 +30,8 @@ REQUEST_TIMEOUT = 180.0  # Modal answers 303 after 150 s, so a longer read sees 
 FIRST_BACKOFF = 1.0
 MAX_BACKOFF = 15.0
 RETRY_STATUSES = frozenset({503})  # "not ready yet": Modal queueing, gateway cold start
+# ... except a start that failed: waiting does not fix it (docs/gateway.md).
+FINAL_ERROR_CODES = frozenset({"model_failed_to_start"})
 
 CHAT_PROMPT = "Reply with one short, friendly sentence."
 ECHO_PROMPT = "The capital of France is"
@@ -179,6 +181,8 @@ class Endpoint:
                     return response
                 response.read()
                 response.close()
+                if error_code(response) in FINAL_ERROR_CODES:
+                    return response
                 reason = f"{response.status_code} {error_message(response)}"
                 retry_after = parse_retry_after(response.headers.get("retry-after"))
             elapsed = time.monotonic() - started
@@ -214,13 +218,23 @@ def parse_retry_after(value: str | None) -> float | None:
 
 def error_message(response: httpx.Response) -> str:
     """The OpenAI-shaped error message, or the start of whatever the body is."""
+    error = _error_object(response)
+    if error.get("message"):
+        return str(error["message"])[:400]  # room for a failed start's cause
+    return response.text[:200].strip()
+
+
+def error_code(response: httpx.Response) -> str | None:
+    code = _error_object(response).get("code")
+    return str(code) if code is not None else None
+
+
+def _error_object(response: httpx.Response) -> dict[str, Any]:
     try:
         error = response.json().get("error")
-        if isinstance(error, dict) and error.get("message"):
-            return str(error["message"])[:200]
     except (ValueError, AttributeError):
-        pass
-    return response.text[:200].strip()
+        return {}
+    return error if isinstance(error, dict) else {}
 
 
 # --- checks ----------------------------------------------------------------------------

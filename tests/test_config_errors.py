@@ -127,6 +127,12 @@ CASES = [
         ["gpu_snapshot", "need gpu mode"],
     ),
     (
+        "both secrets set one variable",
+        BASE_CONFIG
+        + "secrets:\n  huggingface: {name: hf, key: TOKEN}\n  api_key: {name: keys, key: TOKEN}\n",
+        ["secrets.api_key.key", "'TOKEN'", "overwrite each other", "different key names"],
+    ),
+    (
         "duplicate key",
         replace("  h100: {type: H100}", "  h100: {type: H100}\n  h100: {type: H200}"),
         ["gpus.h100", "duplicate key 'h100'", "first at line 6"],

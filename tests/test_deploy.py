@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -132,6 +135,64 @@ def test_legacy_mode_deploys_the_one_model_x_gpu_app(tmp_path, fake_modal):
     result = mvgen(root, "deploy", "--gpu", "l40s", "--model", "gemma-3-12b")
     assert result.exit_code == 0, result.output
     assert fake_modal.deployed_files() == ["vllm_gemma_3_12b_l40s.py"]
+
+
+# --- the deploy command printed in every generated file ---------------------------------
+
+
+def printed_deploy_command(path: Path) -> list[str]:
+    lines = path.read_text().splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("# Deploy it from the"))
+    return shlex.split(lines[at + 2].removeprefix("#"))
+
+
+def make_dry_run(words: list[str]) -> list[str]:
+    """The mvgen arguments `make` would run for this command (`make -n` runs nothing)."""
+    assert words[:2] == ["make", "deploy"]
+    result = subprocess.run(
+        ["make", "-n", "-C", str(ROOT), *words[1:]],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    line = next(line for line in result.stdout.splitlines() if " mvgen deploy " in line)
+    return shlex.split(line.split(" mvgen ", 1)[1])
+
+
+@pytest.mark.parametrize(
+    ("mode", "filename"),
+    [("gpu", "vllm_h100.py"), ("legacy", "vllm_qwen3_vl_30b_h100.py")],
+)
+def test_the_printed_deploy_command_deploys_that_file(tmp_path, fake_modal, mode, filename):
+    """Header command -> Makefile target -> mvgen deploy -> `modal deploy` of this file."""
+    root = project(tmp_path, BASE_CONFIG.replace("mode: gpu", f"mode: {mode}"))
+    words = printed_deploy_command(root / "generated" / filename)
+    assert words[:3] == ["make", "deploy", "GPU=h100"]
+    result = mvgen(root, *make_dry_run(words))
+    assert result.exit_code == 0, result.output
+    assert fake_modal.deployed_files() == [filename]
+
+
+def test_the_real_modal_cli_imports_the_generated_app_in_makes_environment(tmp_path):
+    """What the make target finally runs: this environment's `modal deploy FILE`. Without
+    credentials it stops at authentication, which comes after importing the file, so an
+    import error (httpx, starlette or mvgen missing) would show here instead."""
+    modal_cli = Path(sys.executable).parent / "modal"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODAL_")}
+    env["HOME"] = str(tmp_path)  # no ~/.modal.toml
+    result = subprocess.run(
+        [str(modal_cli), "deploy", "generated/vllm_h100.py"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "Token missing" in output, output
+    assert "Error" not in output.replace("Error: Token missing", "")
 
 
 # --- preflight refusals: each one deploys nothing ----------------------------------------

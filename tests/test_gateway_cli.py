@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import httpx
-from conftest import ROOT
+from conftest import BASE_CONFIG, ROOT
 from standin_vllm import StandinConfig, StandinServer, free_port
 
 KEY = "cli-test-key"
@@ -99,3 +99,23 @@ def test_gateway_command_names_an_unknown_model(write_config) -> None:
     assert result.returncode == 2
     assert "unknown model 'gemma-3-13b'" in result.stderr
     assert "gemma-3-12b, qwen3-vl-30b" in result.stderr
+
+
+def test_gateway_command_reads_the_key_variable_the_config_names(write_config) -> None:
+    """`secrets.api_key.key: GATEWAY_KEYS`: that variable holds the keys, API_KEY does not."""
+    config = write_config(
+        BASE_CONFIG + "secrets:\n  api_key: {name: vllm-api-key, key: GATEWAY_KEYS}\n"
+    )
+    env = gateway_env(GATEWAY_KEYS=KEY, API_KEY="not-the-key")
+    with mvgen_gateway(config, env=env) as url:
+        for key, status in ((KEY, 200), ("not-the-key", 401)):
+            headers = {"Authorization": f"Bearer {key}"}
+            assert httpx.get(f"{url}/v1/models", headers=headers, trust_env=False).status_code == (
+                status
+            )
+    missing = subprocess.run(
+        [sys.executable, "-m", "mvgen", "gateway", "--config", str(config)],
+        cwd=ROOT, env=gateway_env(API_KEY=KEY), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert missing.returncode == 2
+    assert "GATEWAY_KEYS is not set" in missing.stderr

@@ -1,5 +1,6 @@
 """VllmProcess with a fake `vllm` command: readiness, the watchdog that lets a dead
-vLLM take its container down, and stopping the whole process group."""
+vLLM take its container down, stopping the whole process group, and (with the `vllm`
+stand-in of tests/standin_vllm_cli.py) failed starts, output and environment."""
 
 from __future__ import annotations
 
@@ -12,8 +13,15 @@ from pathlib import Path
 import pytest
 from gateway_fixtures import wait_until
 from standin_vllm import free_port
+from standin_vllm_cli import install_standin_vllm, recorded_starts
 
-from mvgen.runtime.vllm_process import VllmProcess, VllmStartupError
+from mvgen.runtime.vllm_process import (
+    TAIL_LINES,
+    VllmOutput,
+    VllmProcess,
+    VllmStartupError,
+    vllm_environment,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -146,7 +154,10 @@ def test_wait_ready_times_out_with_a_clear_error(fake_vllm: Path) -> None:
     try:
         vllm.start()
         started = time.monotonic()
-        with pytest.raises(VllmStartupError, match=r"did not answer .*/health with 200 within 1 s"):
+        with pytest.raises(
+            VllmStartupError,
+            match=r"did not answer /health with 200 within 1 s \(last phase: starting\)",
+        ):
             vllm.wait_ready(1.0, poll_interval=0.1)
         assert 1.0 <= time.monotonic() - started < 3.0
         assert vllm.returncode is None  # still running until stopped
@@ -220,3 +231,105 @@ def test_sleep_without_dev_mode_is_a_clear_error(fake_vllm: Path) -> None:
             vllm.sleep()
     finally:
         vllm.stop()
+
+
+# --- failed starts, output and environment, with the `vllm` stand-in (not vLLM) ---------
+
+
+class Sink:
+    """Where the relayed output goes (the container's stdout in production)."""
+
+    def __init__(self) -> None:
+        self.data = b""
+
+    def write(self, chunk: bytes) -> int:
+        self.data += chunk
+        return len(chunk)
+
+    def flush(self) -> None:
+        pass
+
+
+def standin_process(tmp_path: Path, sink: Sink, **kwargs) -> VllmProcess:
+    exe = install_standin_vllm(tmp_path / "bin")
+    port = free_port()
+    command = [str(exe), "serve", "org/model", "--port", str(port)]
+    return VllmProcess(command, port, log_sink=sink, **kwargs)
+
+
+def test_a_failed_start_is_explained_and_the_watchdog_stays_out_of_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STANDIN_VLLM_FAIL", "oom-load")
+    sink = Sink()
+    vllm = standin_process(tmp_path, sink)
+    on_exit = ExitRecorder()
+    try:
+        vllm.start()
+        vllm.watch(on_exit)  # armed before the start fails, as the old template did
+        with pytest.raises(VllmStartupError) as caught:
+            vllm.wait_ready(20, poll_interval=0.05)
+    finally:
+        vllm.stop()
+    assert caught.value.cause == "CUDA out of memory while loading weights"
+    assert not on_exit.called.wait(0.5)
+    # Relayed to the logs as printed, and the tail kept.
+    assert b"torch.OutOfMemoryError: CUDA out of memory" in sink.data
+    tail = vllm.output.tail()
+    assert tail[-1].startswith("RuntimeError: Engine core initialization failed")
+    assert any("Loading safetensors checkpoint shards" in line for line in tail)
+
+
+def test_the_tail_keeps_only_the_last_lines() -> None:
+    output = VllmOutput(Sink())
+    output.feed(b"".join(b"line %d\n" % i for i in range(TAIL_LINES + 50)))
+    output.feed(b"partial", final=False)
+    output.feed(b" end\rprogress 2\n", final=True)
+    tail = output.tail()
+    assert len(tail) == TAIL_LINES
+    assert tail[-3:] == [f"line {TAIL_LINES + 49}", "partial end", "progress 2"]
+
+
+def test_vllm_gets_the_hf_token_under_its_name_and_never_the_api_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    record = tmp_path / "starts.jsonl"
+    monkeypatch.setenv("STANDIN_VLLM_RECORD", str(record))
+    monkeypatch.setenv("MY_HF_TOKEN", "hf_test_token_value")
+    monkeypatch.setenv("GATEWAY_KEYS", "key-1,key-2")
+    monkeypatch.setenv("VLLM_API_KEY", "would-make-vllm-demand-a-key")
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    vllm = standin_process(
+        tmp_path, Sink(), hf_token_env="MY_HF_TOKEN", hidden_env=["GATEWAY_KEYS"]
+    )
+    try:
+        vllm.start()
+        vllm.wait_ready(20, poll_interval=0.05)
+    finally:
+        vllm.stop()
+    (start,) = recorded_starts(record)
+    assert start["hf_token"] == "hf_test_token_value"
+    assert "VLLM_API_KEY" not in start["env_names"]
+    assert "GATEWAY_KEYS" not in start["env_names"]
+    assert "PYTHONUNBUFFERED" in start["env_names"]
+
+
+def test_vllm_environment() -> None:
+    parent = {"PATH": "/bin", "TOKEN_X": "hf_1", "API_KEY": "k", "VLLM_API_KEY": "k2"}
+    env = vllm_environment(
+        parent, {"VLLM_SERVER_DEV_MODE": "1"}, hf_token_env="TOKEN_X", hidden_env=["API_KEY"]
+    )
+    assert env == {
+        "PATH": "/bin",
+        "TOKEN_X": "hf_1",
+        "HF_TOKEN": "hf_1",
+        "VLLM_SERVER_DEV_MODE": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    assert "HF_TOKEN" not in vllm_environment({"PATH": "/bin"})  # no token: none invented
+
+
+def test_a_missing_executable_is_a_startup_error(tmp_path: Path) -> None:
+    vllm = VllmProcess([str(tmp_path / "no-such-vllm"), "serve", "m"], free_port())
+    with pytest.raises(VllmStartupError, match="could not run"):
+        vllm.start()

@@ -62,6 +62,30 @@ def _literal(node: ast.AST) -> object:
         return ast.unparse(node)
 
 
+def ready_timeouts(path: Path, name: str) -> list[int]:
+    """Every `ready_timeout=` passed inside the class or function `name`."""
+    tree = ast.parse(path.read_text())
+    node = next(n for n in tree.body if getattr(n, "name", None) == name)
+    return [
+        ast.literal_eval(kw.value)
+        for call in ast.walk(node)
+        if isinstance(call, ast.Call)
+        for kw in call.keywords
+        if kw.arg == "ready_timeout"
+    ]
+
+
+def check_shared_objects(plan: Plan, module: ModuleType) -> None:
+    """The start-failure Dict, the secrets' variable names, and the container stop."""
+    assert isinstance(module.start_failures, modal.Dict)
+    assert module.start_failures.name == plan.start_failures_dict
+    assert module.HF_TOKEN_ENV == plan.hf_secret.key
+    assert module.API_KEY_ENV == plan.api_key_secret.key
+    # Wired to modal's graceful stop, which refuses to run outside a container.
+    with pytest.raises(RuntimeError, match="within a Modal container"):
+        module.stop_this_container()
+
+
 def web_endpoints(functions: dict, classes: dict) -> list[str]:
     found = [k for k, f in functions.items() if f.info().web_info is not None]
     found += [k for k, c in classes.items() if class_info(c).web_info is not None]
@@ -108,6 +132,11 @@ def check_gpu_app(plan: Plan, app: App, path: Path) -> None:
 
     served = {key: spec["served_name"] for key, spec in module.MODELS.items()}
     assert served == {d.model.key: d.model.served_name for d in app.deployments}
+    check_shared_objects(plan, module)
+    for pool in app.pools:
+        # vLLM's wait ends before Modal's limit, so our error (with its cause) comes first.
+        (ready,) = ready_timeouts(path, pool.class_name)
+        assert 0 < ready < class_info(classes[pool.class_name]).startup_timeout
 
 
 def check_legacy_app(plan: Plan, app: App, path: Path) -> None:
@@ -126,6 +155,9 @@ def check_legacy_app(plan: Plan, app: App, path: Path) -> None:
     assert info.startup_timeout == deployment.settings.startup_timeout
     keywords = decorator_keywords(path, "serve")
     assert keywords["scaledown_window"] == deployment.settings.scaledown_window
+    check_shared_objects(plan, module)
+    (ready,) = ready_timeouts(path, "serve")
+    assert 0 < ready < info.startup_timeout
 
 
 def test_committed_apps_import_and_match_the_plan() -> None:
@@ -224,3 +256,17 @@ def _enter_methods(path: Path, class_name: str) -> dict[str, str]:
             if isinstance(deco, ast.Call) and getattr(deco.func, "attr", "") == "enter":
                 found[node.name] = ", ".join(ast.unparse(k) for k in deco.keywords)
     return found
+
+
+@pytest.mark.parametrize("startup_timeout", [30, 31, 240, 1200, 86400])
+def test_vllm_readiness_ends_before_modals_startup_timeout(
+    write_config, tmp_path, startup_timeout: int
+) -> None:
+    config = write_config(BASE_CONFIG + f"defaults: {{startup_timeout: {startup_timeout}}}\n")
+    out = tmp_path / "out"
+    assert run_cli("render", "--config", str(config), "--output-dir", str(out)).exit_code == 0
+    plan = load_plan(config)
+    app = plan.app_for("h100")
+    check_gpu_app(plan, app, out / "generated" / app.filename)
+    (ready,) = {d.settings.ready_timeout for d in app.deployments}
+    assert startup_timeout - 60 <= ready < startup_timeout

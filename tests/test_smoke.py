@@ -37,6 +37,7 @@ from mvgen.smoke import (
     CheckResult,
     Endpoint,
     GaveUp,
+    _ok_json,
     finite_language,
     parse_retry_after,
     read_sse,
@@ -304,6 +305,27 @@ def test_503_waits_follow_retry_after_then_backoff_and_give_up():
     impatient = Endpoint("http://x", ready_timeout=0, transport=always_503)
     with pytest.raises(GaveUp, match="waiting for health .*last answer: 503 no"):
         impatient.request("GET", "/health", what="health")
+
+
+def test_a_failed_start_is_reported_at_once_not_waited_through():
+    failed = {
+        "error": {"code": "model_failed_to_start", "message": "Model 'm' failed to start: X."}
+    }
+    calls: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.path)
+        return httpx.Response(503, headers={"retry-after": "1800"}, json=failed)
+
+    sleeps: list[float] = []
+    endpoint = Endpoint(
+        "http://x", ready_timeout=100, sleep=sleeps.append, transport=httpx.MockTransport(answer)
+    )
+    response = endpoint.request("POST", "/v1/chat/completions", what="chat", body={})
+    assert response.status_code == 503
+    assert calls == ["/v1/chat/completions"] and sleeps == []
+    with pytest.raises(CheckFailed, match="failed to start: X"):
+        _ok_json(response)
 
 
 def test_parse_retry_after_both_forms():

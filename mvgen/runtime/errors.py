@@ -128,3 +128,21 @@ def relay_error_content(status: int, content: bytes) -> bytes:
         message = f"The model server answered HTTP {status}: {snippet or '(empty body)'}"
         return error_json(message, "upstream_error", status)
     return content
+
+
+class ModelFailedToStart(ApiError):
+    """vLLM failed to start for this model; the message says why, in words.
+
+    `retry_after` is set when the gateway has stopped starting the model (a crash loop):
+    it is the time left until it tries again.
+    """
+
+    def __init__(self, name: str, cause: str, *, retry_after: int | None = None) -> None:
+        message = f"Model '{name}' failed to start: {cause}."
+        if retry_after is not None:
+            message += (
+                f" It failed to start several times in a row, so it is not started again "
+                f"for {retry_after} s; fix deployments.yaml and redeploy (a changed vLLM "
+                "command starts afresh)."
+            )
+        super().__init__(503, "model_failed_to_start", message, retry_after=retry_after)

@@ -29,6 +29,7 @@ from starlette.routing import Route
 from .backends import Backend, UpstreamResponse
 from .errors import ApiError, UpstreamProtocolError, error_body, relay_error_content
 from .models import ModelTable, ServedModel
+from .start_failures import StartGate
 from .streaming import StreamPolicy, StreamRelay, cancel_and_wait, wait_for_disconnect
 
 log = logging.getLogger("mvgen.gateway")
@@ -67,10 +68,16 @@ class GatewaySettings:
 
 
 def create_app(
-    models: ModelTable, backend: Backend, *, settings: GatewaySettings | None = None
+    models: ModelTable,
+    backend: Backend,
+    *,
+    settings: GatewaySettings | None = None,
+    gate: StartGate | None = None,
 ) -> Starlette:
+    """`gate`, when given, answers models whose start failed (start_failures.py)."""
     settings = settings or GatewaySettings()
-    gateway = _Gateway(models, backend, settings, load_api_keys(settings.api_key_env))
+    keys = load_api_keys(settings.api_key_env)
+    gateway = _Gateway(models, backend, settings, keys, gate)
     _ensure_log_output()
     app = Starlette(
         routes=gateway.routes(),
@@ -100,11 +107,13 @@ class _Gateway:
         backend: Backend,
         settings: GatewaySettings,
         keys: tuple[bytes, ...],
+        gate: StartGate | None = None,
     ) -> None:
         self._models = models
         self._backend = backend
         self._settings = settings
         self._keys = keys
+        self._gate = gate
         self._created = int(time.time())
         if settings.require_auth and not keys:
             log.error(
@@ -159,13 +168,18 @@ class _Gateway:
         request.state.model = model.key
         request.state.stream = stream
         body["model"] = model.served_name
+        if self._gate is not None:
+            await self._gate.check(model)  # a pool that keeps failing to start is not woken
         if stream:
             return StreamRelay(
-                lambda: self._backend.stream(model, path, body),
+                lambda: self._guarded(model, self._backend.stream(model, path, body)),
                 self._settings.stream_policy(),
                 model.served_name,
             )
         return await self._forward(request, model, path, body)
+
+    def _guarded(self, model: ServedModel, work: Awaitable[T]) -> Awaitable[T]:
+        return work if self._gate is None else self._gate.guard(model, work)
 
     async def _forward(
         self, request: Request, model: ServedModel, path: str, body: dict
@@ -173,7 +187,8 @@ class _Gateway:
         try:
             async with asyncio.timeout(self._settings.cold_start_budget):
                 upstream = await until_disconnected(
-                    self._backend.request(model, path, body), request.receive
+                    self._guarded(model, self._backend.request(model, path, body)),
+                    request.receive,
                 )
         except TimeoutError:
             raise self._not_ready(model) from None
