@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import BASE_CONFIG, run_cli
+from conftest import BASE_CONFIG, SEED_CONFIG, run_cli
 
 from mvgen.config import load_plan
 from mvgen.errors import ConfigError
@@ -162,9 +162,7 @@ def test_errors_carry_line_numbers(write_config) -> None:
 
 
 def test_legacy_mode_of_seed_matrix_is_refused_with_advice(tmp_path) -> None:
-    from conftest import ROOT
-
-    text = (ROOT / "deployments.yaml").read_text().replace("\nmode: gpu", "\nmode: legacy")
+    text = SEED_CONFIG.read_text().replace("\nmode: gpu", "\nmode: legacy")
     path = tmp_path / "deployments.yaml"
     path.write_text(text)
     message = pytest.raises(ConfigError, load_plan, path).value.render()
