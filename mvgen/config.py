@@ -3,13 +3,20 @@ the checks a schema cannot express. Every problem is collected before anything f
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
 from mvgen import checks
-from mvgen.catalog import GPU_TYPES, Architecture, known_architecture
+from mvgen.catalog import (
+    Architecture,
+    gpu_type,
+    known_architecture,
+    modal_gpu_names,
+    nearest_gpu_type,
+)
 from mvgen.errors import ConfigError, Problem, did_you_mean, format_path
 from mvgen.loader import Lines, load_yaml
 from mvgen.plan import (
@@ -67,20 +74,25 @@ def build_plan(
 def _gpus(raw: dict[str, Any], lines: Lines, problems: list[Problem]) -> dict[str, Gpu]:
     gpus = {}
     for key, spec in raw.items():
-        gpu_type = GPU_TYPES.get(spec["type"])
-        if gpu_type is None:
-            near = did_you_mean(spec["type"], GPU_TYPES)
-            problems.append(
-                Problem(
-                    f"gpus.{key}.type",
-                    f"unknown GPU type {spec['type']!r}; Modal's types: {', '.join(GPU_TYPES)}",
-                    lines.get(("gpus", key, "type")),
-                    f"did you mean {near!r}?" if near else None,
-                )
-            )
+        found = gpu_type(spec["type"])
+        if found is None:
+            problems.append(_unknown_gpu_type(key, spec["type"], lines))
             continue
-        gpus[key] = Gpu(key, gpu_type)
+        gpus[key] = Gpu(key, found)
     return gpus
+
+
+def _unknown_gpu_type(key: str, value: str, lines: Lines) -> Problem:
+    near = nearest_gpu_type(value)
+    hint = f"did you mean {near!r}?" if near else None
+    if near and "GB" not in near and re.search(r"\d\s*GB?$", value, re.IGNORECASE):
+        hint += " Only the A100's names carry a memory size."
+    return Problem(
+        f"gpus.{key}.type",
+        f"unknown GPU type {value!r}; Modal's types: {', '.join(modal_gpu_names())}",
+        lines.get(("gpus", key, "type")),
+        hint,
+    )
 
 
 def _models(raw: dict[str, Any], lines: Lines, problems: list[Problem]) -> dict[str, Model]:

@@ -179,6 +179,29 @@ def test_legacy_apps_import(write_config, tmp_path) -> None:
         check_legacy_app(plan, app, out / "generated" / app.filename)
 
 
+def test_gpu_names_modal_accepts_reach_the_app_as_written(write_config, tmp_path) -> None:
+    """Aliases such as H100! (no substitution) and lower case reach modal's own parser."""
+    text = """\
+    workspace: acme
+    gpus:
+      a10g: {type: a10g}
+      h100x: {type: "H100!"}
+      b200p: {type: B200+}
+    models:
+      tiny:
+        hf_id: org/Tiny-1B
+        architecture: {params_b: 1.0, layers: 16, kv_heads: 4, head_dim: 64, max_context: 8192}
+        max_model_len: 8192
+    """
+    config = write_config(text)
+    out = tmp_path / "out"
+    assert run_cli("render", "--config", str(config), "--output-dir", str(out)).exit_code == 0
+    plan = load_plan(config)
+    assert [app.gpu.type.name for app in plan.apps] == ["A10G", "H100!", "B200+"]
+    for app in plan.apps:
+        check_gpu_app(plan, app, out / "generated" / app.filename)
+
+
 def render_with_qwen_on_h100(write_config, tmp_path, settings: str) -> tuple[Plan, App, Path]:
     """Render BASE_CONFIG with qwen3-vl-30b given `settings` on h100; the h100 app."""
     old = "l40s: {quantization: fp8, max_model_len: 8192}"

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import SEED_CONFIG, run_cli
 
-from mvgen.catalog import PRICES_READ_ON
+from mvgen.catalog import GPU_TYPES, PRICES_READ_ON
 from mvgen.config import load_plan
 from mvgen.fit import GIB, assess_deployment
 from mvgen.planview import always_on_cost, burst_cost, hourly_cost
@@ -95,7 +95,8 @@ def test_min_containers_cost_all_day_and_burst_length_is_an_option(project: Path
     b200 = models["gemma-3-12b-b200"]["cost"]
     assert b200["usd_per_day_always_on"] == round(b200["usd_per_hour"] * 24 * 2, 2)
     assert b200["usd_per_burst"] == round(b200["usd_per_hour"] * (30 * 60 + 900) / 3600, 2)
-    assert models["gemma-3-12b-pro"]["cost"]["usd_per_hour"] is None  # no checked price
+    pro = models["gemma-3-12b-pro"]["cost"]
+    assert pro["usd_per_hour"] == GPU_TYPES["RTX-PRO-6000"].usd_per_hour
 
 
 def test_diff_after_an_edit_shows_the_change_and_exits_1(project: Path) -> None:
