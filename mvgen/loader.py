@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from mvgen.errors import ConfigError, Problem, format_path
+from mvgen.errors import FILE, ConfigError, Problem, format_path
 
 try:  # libyaml is several times faster on large configs
     from yaml import CSafeLoader as _Loader
@@ -28,10 +28,10 @@ def load_yaml(path: Path) -> tuple[Any, Lines]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(
-            [Problem("(file)", f"{source} does not exist", hint="pass --config FILE")]
+            [Problem(FILE, f"{source} does not exist", hint="pass --config FILE")]
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([Problem("(file)", f"cannot read {source}: {exc}")]) from None
+        raise ConfigError([Problem(FILE, f"cannot read {source}: {exc}")]) from None
     return parse_yaml(text, source)
 
 
@@ -43,9 +43,9 @@ def parse_yaml(text: str, source: str = "<string>") -> tuple[Any, Lines]:
         problems: list[Problem] = []
         data = _build(node, (), loader, lines, problems) if node is not None else None
     except yaml.MarkedYAMLError as exc:
-        raise ConfigError([_syntax_problem(exc)], source) from None
+        raise ConfigError([_syntax_problem(exc, text)], source) from None
     except yaml.YAMLError as exc:
-        raise ConfigError([Problem("(file)", f"not valid YAML: {exc}")], source) from None
+        raise ConfigError([Problem(FILE, f"not valid YAML: {exc}")], source) from None
     finally:
         loader.dispose()
     if problems:
@@ -53,16 +53,35 @@ def parse_yaml(text: str, source: str = "<string>") -> tuple[Any, Lines]:
     return data, lines
 
 
-def _syntax_problem(exc: yaml.MarkedYAMLError) -> Problem:
+def _syntax_problem(exc: yaml.MarkedYAMLError, text: str) -> Problem:
     mark = exc.problem_mark or exc.context_mark
     what = " ".join(filter(None, [exc.context, exc.problem]))
     if mark is None:
-        return Problem("(file)", f"YAML syntax error: {what}")
-    return Problem(
-        "(file)",
-        f"YAML syntax error at line {mark.line + 1}, column {mark.column + 1}: {what}",
-        line=mark.line + 1,
-    )
+        return Problem(FILE, f"YAML syntax error: {what}")
+    line, column = mark.line + 1, mark.column + 1
+    tab = _tab_near(text, mark.line, mark.column)
+    if tab is not None:
+        return Problem(
+            FILE,
+            "a tab character: YAML does not allow tabs in indentation",
+            line,
+            "indent with spaces (most editors can convert tabs to spaces)",
+            column=tab + 1,
+        )
+    return Problem(FILE, f"YAML syntax error: {what}", line, column=column)
+
+
+def _tab_near(text: str, line: int, column: int) -> int | None:
+    """The column of a tab in the failing line's indentation or at the error, if any:
+    the scanner's own words ("found character that cannot start any token") do not say."""
+    lines = text.splitlines()
+    if line >= len(lines):
+        return None
+    row = lines[line]
+    indent = len(row) - len(row.lstrip(" \t"))
+    if "\t" in row[:indent]:
+        return row.index("\t")
+    return column if row[column : column + 1] == "\t" else None
 
 
 def _build(
