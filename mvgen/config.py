@@ -38,10 +38,16 @@ DEFAULT_CONFIG = Path("deployments.yaml")
 SETTING_KEYS = tuple(f.name for f in fields(Settings))
 
 
-def load_plan(path: Path = DEFAULT_CONFIG, *, skip_checks: Collection[str] = ()) -> Plan:
-    """Read and check `path`; raise ConfigError listing every problem."""
+def load_plan(
+    path: Path = DEFAULT_CONFIG,
+    *,
+    skip_checks: Collection[str] = (),
+    workspace: str | None = None,
+) -> Plan:
+    """Read and check `path`; raise ConfigError listing every problem. `workspace` is
+    used when the file sets none (the one Modal's profile names, see workspace.py)."""
     data, lines = load_yaml(path)
-    return build_plan(data, lines, source=path.name, skip_checks=skip_checks)
+    return build_plan(data, lines, source=path.name, skip_checks=skip_checks, workspace=workspace)
 
 
 def build_plan(
@@ -50,6 +56,7 @@ def build_plan(
     source: str = "deployments.yaml",
     *,
     skip_checks: Collection[str] = (),
+    workspace: str | None = None,
 ) -> Plan:
     lines = lines or {}
     if not isinstance(data, dict):
@@ -64,7 +71,7 @@ def build_plan(
     gpus = _gpus(data["gpus"], lines, problems)
     models = _models(data["models"], lines, problems)
     deployments = _deployments(data, gpus, models, lines, problems)
-    plan = _assemble(data, source, gpus, models, deployments)
+    plan = _assemble(data, source, gpus, models, deployments, workspace)
     problems += checks.run(plan, lines, warnings, skip_checks)
     if problems:
         raise ConfigError(sorted(problems, key=lambda p: (p.line or 0, p.path)), source)
@@ -214,10 +221,11 @@ def _assemble(
     gpus: dict[str, Gpu],
     models: dict[str, Model],
     deployments: list[Deployment],
+    default_workspace: str | None,
 ) -> Plan:
     mode = data.get("mode", "gpu")
     prefix = data.get("app_prefix", "vllm")
-    workspace = data.get("workspace")
+    workspace = data.get("workspace") or default_workspace
     image = {"vllm": "0.12.0", "base": "nvidia/cuda:12.9.0-devel-ubuntu22.04", "python": "3.12"}
     image.update(data.get("image", {}))
     secrets = data.get("secrets", {})
