@@ -452,7 +452,7 @@ def test_env_example_lists_the_required_variables() -> None:
 
 def test_make_proxy_target() -> None:
     makefile = (ROOT / "Makefile").read_text()
-    assert "\nproxy: .venv/.synced ## " in makefile
+    assert "\nproxy: .venv/.synced-proxy ## " in makefile  # installs LiteLLM, as check does
     assert any(
         line.startswith(".PHONY:") and "proxy" in line.split() for line in makefile.splitlines()
     )
