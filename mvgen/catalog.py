@@ -113,6 +113,7 @@ class Architecture:
     global_layer_every: int | None = None  # 6 means one global layer in every six
 
 
+# From each model's config.json on the Hub, https://huggingface.co/<hf_id>/blob/main/config.json
 KNOWN_MODELS: dict[str, Architecture] = {
     "google/gemma-3-12b-it": Architecture(
         params_b=12.19,
