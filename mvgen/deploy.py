@@ -106,7 +106,7 @@ class ModalCli:
         if exe is None:
             raise DeployError(
                 f"the `modal` command is neither beside {sys.executable} nor on PATH: "
-                "run `make env` (it installs modal from uv.lock into .venv)"
+                "run `make validate` (every make target installs modal from uv.lock into .venv)"
             )
         return [exe, *args]
 

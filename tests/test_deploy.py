@@ -460,7 +460,7 @@ def test_modal_missing_everywhere_is_a_clear_error(tmp_path, fake_modal, monkeyp
     result = mvgen(root, "logs", "--gpu", "h100")
     assert result.exit_code == 1
     assert "the `modal` command is neither beside" in result.stderr
-    assert "make env" in result.stderr
+    assert "make validate" in result.stderr
 
 
 def test_the_modal_beside_mvgens_python_is_found_without_path(monkeypatch):
