@@ -1,13 +1,17 @@
 # mvgen: `make render` and `make check` are all a fresh machine needs (python3 + make).
-# Each target sets up the environment it needs: uv (through pip when missing), then
-# `uv sync` from the lock file.
+# Each target sets up only the environment it needs: uv (through pip when missing), then
+# `uv sync` of mvgen's own dependencies plus the group the target needs (pyproject.toml):
+# render and deploy nothing more, check the test tools, proxy LiteLLM, bench the profiler.
+# Syncs are --inexact, so a later `make render` never removes what `make check` added.
 
 SHELL := /bin/bash
 PYTHON ?= python3
 CONFIG ?= deployments.yaml
 BOOTSTRAP := .cache/uv-bootstrap
 UV := $(shell command -v uv 2>/dev/null || echo $(BOOTSTRAP)/bin/uv)
-MVGEN := $(UV) run --locked mvgen
+SYNC := $(UV) sync --locked --inexact --no-default-groups
+BIN := .venv/bin
+MVGEN := $(BIN)/mvgen
 
 .DEFAULT_GOAL := help
 
@@ -20,10 +24,16 @@ $(BOOTSTRAP)/bin/uv:
 	$(BOOTSTRAP)/bin/pip install --quiet uv==0.13.9
 
 .venv/.synced: pyproject.toml uv.lock | $(UV)
-	$(UV) sync --locked
+	$(SYNC)
 	@touch $@
 
-env: .venv/.synced ## set up .venv from uv.lock
+.venv/.synced-%: pyproject.toml uv.lock | $(UV)
+	$(SYNC) --group $*
+	@touch $@
+
+.PRECIOUS: .venv/.synced-%
+
+env: .venv/.synced-dev ## set up .venv from uv.lock with every tool (tests, proxy, profiler)
 
 render: .venv/.synced ## render generated/ and litellm/ from deployments.yaml
 	$(MVGEN) render --config $(CONFIG)
@@ -34,13 +44,13 @@ validate: .venv/.synced ## check deployments.yaml
 list: .venv/.synced ## show apps, GPUs, models and endpoint URLs
 	$(MVGEN) list --config $(CONFIG)
 
-lint: .venv/.synced ## ruff on the project and on the generated apps
-	$(UV) run --locked ruff check .
-	$(UV) run --locked ruff format --check .
+lint: .venv/.synced-test ## ruff on the project and on the generated apps
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
-check: .venv/.synced lint ## the whole test suite; fails when generated files are stale
+check: .venv/.synced-test lint ## the whole test suite; fails when generated files are stale
 	$(MVGEN) render --check --config $(CONFIG)
-	$(UV) run --locked pytest
+	$(BIN)/pytest
 
 .PHONY: help env render validate list lint check plan
 
@@ -48,10 +58,10 @@ VLLM ?=
 
 vllm-data: .venv/.synced ## write mvgen/data/vllm/VLLM.json from the vLLM wheel (downloads it once)
 	@test -n "$(VLLM)" || { echo "usage: make vllm-data VLLM=0.12.0"; exit 2; }
-	$(UV) run --locked python scripts/vllm_data.py $(VLLM)
+	$(BIN)/python scripts/vllm_data.py $(VLLM)
 
 image-lock: .venv/.synced ## lock every package both images install (uv pip compile; network)
-	$(UV) run --locked python scripts/lock_images.py --config $(CONFIG) --uv $(UV)
+	$(BIN)/python scripts/lock_images.py --config $(CONFIG) --uv $(UV)
 
 .PHONY: vllm-data image-lock
 
@@ -60,7 +70,7 @@ plan: .venv/.synced ## fit, cost, endpoints and what `make render` would change
 
 PROXY_PORT ?= 4000
 
-proxy: .venv/.synced ## run the LiteLLM proxy on :4000 without Docker (reads litellm/.env)
+proxy: .venv/.synced-proxy ## run the LiteLLM proxy on :4000 without Docker (reads litellm/.env)
 	$(MVGEN) proxy --env-file litellm/.env --port $(PROXY_PORT)
 
 .PHONY: proxy
@@ -97,8 +107,8 @@ test-all: .venv/.synced ## smoke-test every app; key from VLLM_API_KEY
 
 BENCH_ARGS ?=
 
-bench: .venv/.synced ## benchmarks (tables, ~15 min): generator speed, gateway vs direct vs LiteLLM
-	$(UV) run --locked python benchmarks/bench_generator.py
-	$(UV) run --locked python benchmarks/bench_gateway.py $(BENCH_ARGS)
+bench: .venv/.synced-bench ## benchmarks (tables, ~15 min): generator speed, gateway vs direct vs LiteLLM
+	$(BIN)/python benchmarks/bench_generator.py
+	$(BIN)/python benchmarks/bench_gateway.py $(BENCH_ARGS)
 
 .PHONY: bench

@@ -28,21 +28,44 @@ def run(plan: Plan, lines: Lines, warnings: list[str], skip: Collection[str] = (
 
 def unique_names(plan: Plan, lines: Lines, warnings: list[str]) -> list[Problem]:
     """Two models answering to one name would make routing ambiguous."""
+    problems = _same_hf_id(plan, lines)
+    reported = {p.path.split(".")[1] for p in problems}
     owner: dict[str, str] = {}
-    problems = []
     for model in plan.models:
         for name in model.names:
             other = owner.setdefault(name.lower(), model.key)
-            if other != model.key:
-                problems.append(
-                    Problem(
-                        f"models.{model.key}",
-                        f"name {name!r} is already claimed by models.{other} "
-                        "(served_name, aliases, short name and hf_id must be unique)",
-                        lines.get(("models", model.key)),
-                        "give one of them a different served_name or alias",
-                    )
+            if other == model.key or (model.key in reported and name == model.hf_id):
+                continue
+            problems.append(
+                Problem(
+                    f"models.{model.key}",
+                    f"name {name!r} is already claimed by models.{other} "
+                    "(served_name, aliases, short name and hf_id must be unique)",
+                    lines.get(("models", model.key)),
+                    "give one of them a different served_name or alias",
                 )
+            )
+    return problems
+
+
+def _same_hf_id(plan: Plan, lines: Lines) -> list[Problem]:
+    """hf_id is always one of a model's names, so no served_name or alias can tell two
+    models with the same hf_id apart: the model is listed twice."""
+    first: dict[str, str] = {}
+    problems = []
+    for model in plan.models:
+        other = first.setdefault(model.hf_id.lower(), model.key)
+        if other == model.key:
+            continue
+        problems.append(
+            Problem(
+                f"models.{model.key}.hf_id",
+                f"{model.hf_id!r} is already the hf_id of models.{other}; each Hugging Face "
+                "model is listed once (requests may name a model by its hf_id)",
+                lines.get(("models", model.key, "hf_id")),
+                f"remove one of them; settings that differ by GPU go under models.{other}.per_gpu",
+            )
+        )
     return problems
 
 

@@ -52,6 +52,26 @@ def load(config_path: Path, skip_checks: tuple[str, ...] = ()) -> Any:
     return plan
 
 
+def with_workspace(
+    plan: Any, config_path: Path, skip_checks: tuple[str, ...] = (), *, live: bool
+) -> Any:
+    """The Plan with endpoint URLs. Without `workspace:` the Modal profile's is used, and
+    said; `live` commands (url, env, test, deploy) refuse the placeholder (workspace.py)."""
+    from mvgen.config import load_plan
+    from mvgen.deploy import ModalCli
+    from mvgen.workspace import resolve_workspace
+
+    workspace = resolve_workspace(plan.workspace, ModalCli(), live=live)
+    if plan.workspace:
+        return plan
+    click.echo(
+        f"workspace {workspace.name!r} from {workspace.source}; set `workspace:` in "
+        f"{config_path} to pin it",
+        err=True,
+    )
+    return load_plan(config_path, skip_checks=skip_checks, workspace=workspace.name)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="mvgen")
 def main() -> None:
@@ -97,8 +117,11 @@ def render(config_path: Path, output_dir: Path, check: bool, api_bases: tuple[st
     from mvgen.image_lock import stale_locks
     from mvgen.render import RUNTIME_PACKAGES, plan_changes, render_files, write_files
 
+    overrides = _parse_pairs(api_bases, "--api-base")
     plan = load(config_path)
-    files = render_files(plan, api_bases=_parse_pairs(api_bases, "--api-base"))
+    if not overrides:  # tests point every route elsewhere and need no workspace
+        plan = with_workspace(plan, config_path, live=False)
+    files = render_files(plan, api_bases=overrides)
     if check:
         stale = [c for c in plan_changes(files, output_dir) if c.kind != "unchanged"]
         for change in stale:
@@ -180,8 +203,12 @@ def proxy(litellm_config: Path, env_file: Path, host: str, port: int, check: boo
 def client_env(config_path: Path, gpu: str | None, model: str | None, use_proxy: bool) -> None:
     """Print .env lines (LLM_BASE_URL, LLM_API_KEY placeholder) for clients like dex-bench."""
     from mvgen.clientenv import client_env as env_lines
+    from mvgen.clientenv import select_deployments
 
     plan = load(config_path)
+    select_deployments(plan, gpu, model, need_gpu=not use_proxy)  # a wrong --gpu asks Modal nothing
+    if not use_proxy:
+        plan = with_workspace(plan, config_path, live=True)
     for line in env_lines(plan, gpu, proxy=use_proxy, model=model):
         click.echo(line)
 
@@ -215,6 +242,7 @@ def plan(
     from mvgen.planview import REPORTED_CHECKS, build_report, print_report, to_json
 
     plan = load(config_path, skip_checks=REPORTED_CHECKS)
+    plan = with_workspace(plan, config_path, REPORTED_CHECKS, live=False)
     report = build_report(plan, output_dir, burst_minutes=burst_minutes, with_diff=with_diff)
     if as_json:
         click.echo(json.dumps(to_json(report), indent=2))
@@ -274,6 +302,8 @@ def deploy(config_path: Path, gpu: str | None, model: str | None, every: bool) -
     from mvgen import deploy as d
 
     plan = load(config_path)
+    _chosen_apps(plan, gpu, model, every)  # a wrong --gpu asks Modal nothing
+    plan = with_workspace(plan, config_path, live=True)
     apps = _chosen_apps(plan, gpu, model, every)
     modal = d.ModalCli()
     report = d.preflight(plan, apps, modal, Path("."))
@@ -308,10 +338,10 @@ def url(config_path: Path, gpu: str | None, model: str | None) -> None:
     from mvgen import deploy as d
 
     plan = load(config_path)
+    d.select_apps(plan, gpu, model)  # a wrong --gpu asks Modal nothing
+    plan = with_workspace(plan, config_path, live=True)
     apps = d.select_apps(plan, gpu, model)
-    links, workspace = d.app_urls(plan, apps, d.ModalCli())
-    if not plan.workspace:
-        click.echo(f"workspace {workspace.name!r} from {workspace.source}", err=True)
+    links = d.app_urls(plan, apps)
     for app, link in zip(apps, links, strict=True):
         click.echo(link if len(apps) == 1 else f"{app.name}\t{link}")
 
@@ -391,7 +421,10 @@ def smoke_test(
         raise click.UsageError("--url tests one app: choose it with --gpu (and --model)")
     if not api_key:
         raise click.UsageError("no API key: pass --api-key or set VLLM_API_KEY")
-    links = [base_url] if base_url else d.app_urls(plan, apps, d.ModalCli())[0]
+    if not base_url:
+        plan = with_workspace(plan, config_path, live=True)
+        apps = _chosen_apps(plan, gpu, model, every)
+    links = [base_url] if base_url else d.app_urls(plan, apps)
     targets = [smoke.target_for(a, link, model) for a, link in zip(apps, links, strict=True)]
     console = Console(stderr=True, highlight=False)
     with console.status("starting the smoke test") as status:

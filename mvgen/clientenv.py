@@ -19,7 +19,7 @@ def client_env(
     plan: Plan, gpu: str | None, *, proxy: bool = False, model: str | None = None
 ) -> list[str]:
     """Comment lines saying what the values are, then LLM_BASE_URL and LLM_API_KEY."""
-    deployments = _select(plan, gpu, model, need_gpu=not proxy)
+    deployments = select_deployments(plan, gpu, model, need_gpu=not proxy)
     if proxy:
         names = (
             [d.route for d in deployments] if gpu else sorted({d.model.key for d in deployments})
@@ -38,13 +38,14 @@ def client_env(
             f"# LLM_API_KEY: the {plan.api_key_secret.key} value of the Modal secret "
             f"{plan.api_key_secret.name} (not printed here).",
         ]
-        if app.url is None:
-            lines.append("# Set workspace: in the config to get the real URL.")
-        base = app.url or f"https://<workspace>--{app.label}.modal.run"
+        assert app.url, "cli.py resolves the workspace first (workspace.py)"
+        base = app.url
     return [*lines, f"LLM_BASE_URL={with_v1(base)}", f"LLM_API_KEY={PLACEHOLDER}"]
 
 
-def _select(plan: Plan, gpu: str | None, model: str | None, *, need_gpu: bool) -> list[Deployment]:
+def select_deployments(
+    plan: Plan, gpu: str | None, model: str | None, *, need_gpu: bool
+) -> list[Deployment]:
     """The deployments the options pick, or a ConfigError naming the valid choices."""
     gpus = [g.key for g in plan.gpus]
     models = [m.key for m in plan.models]

@@ -3,13 +3,20 @@ the checks a schema cannot express. Every problem is collected before anything f
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Iterable
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
 from mvgen import checks
-from mvgen.catalog import GPU_TYPES, Architecture, known_architecture
+from mvgen.catalog import (
+    Architecture,
+    gpu_type,
+    known_architecture,
+    modal_gpu_names,
+    nearest_gpu_type,
+)
 from mvgen.errors import ConfigError, Problem, did_you_mean, format_path
 from mvgen.loader import Lines, load_yaml
 from mvgen.plan import (
@@ -32,10 +39,16 @@ DEFAULT_CONFIG = Path("deployments.yaml")
 SETTING_KEYS = tuple(f.name for f in fields(Settings))
 
 
-def load_plan(path: Path = DEFAULT_CONFIG, *, skip_checks: Collection[str] = ()) -> Plan:
-    """Read and check `path`; raise ConfigError listing every problem."""
+def load_plan(
+    path: Path = DEFAULT_CONFIG,
+    *,
+    skip_checks: Collection[str] = (),
+    workspace: str | None = None,
+) -> Plan:
+    """Read and check `path`; raise ConfigError listing every problem. `workspace` is
+    used when the file sets none (the one Modal's profile names, see workspace.py)."""
     data, lines = load_yaml(path)
-    return build_plan(data, lines, source=path.name, skip_checks=skip_checks)
+    return build_plan(data, lines, source=path.name, skip_checks=skip_checks, workspace=workspace)
 
 
 def build_plan(
@@ -44,6 +57,7 @@ def build_plan(
     source: str = "deployments.yaml",
     *,
     skip_checks: Collection[str] = (),
+    workspace: str | None = None,
 ) -> Plan:
     lines = lines or {}
     if not isinstance(data, dict):
@@ -58,7 +72,7 @@ def build_plan(
     gpus = _gpus(data["gpus"], lines, problems)
     models = _models(data["models"], lines, problems)
     deployments = _deployments(data, gpus, models, lines, problems)
-    plan = _assemble(data, source, gpus, models, deployments)
+    plan = _assemble(data, source, gpus, models, deployments, workspace)
     problems += checks.run(plan, lines, warnings, skip_checks)
     if problems:
         raise ConfigError(sorted(problems, key=lambda p: (p.line or 0, p.path)), source)
@@ -68,20 +82,25 @@ def build_plan(
 def _gpus(raw: dict[str, Any], lines: Lines, problems: list[Problem]) -> dict[str, Gpu]:
     gpus = {}
     for key, spec in raw.items():
-        gpu_type = GPU_TYPES.get(spec["type"])
-        if gpu_type is None:
-            near = did_you_mean(spec["type"], GPU_TYPES)
-            problems.append(
-                Problem(
-                    f"gpus.{key}.type",
-                    f"unknown GPU type {spec['type']!r}; Modal's types: {', '.join(GPU_TYPES)}",
-                    lines.get(("gpus", key, "type")),
-                    f"did you mean {near!r}?" if near else None,
-                )
-            )
+        found = gpu_type(spec["type"])
+        if found is None:
+            problems.append(_unknown_gpu_type(key, spec["type"], lines))
             continue
-        gpus[key] = Gpu(key, gpu_type)
+        gpus[key] = Gpu(key, found)
     return gpus
+
+
+def _unknown_gpu_type(key: str, value: str, lines: Lines) -> Problem:
+    near = nearest_gpu_type(value)
+    hint = f"did you mean {near!r}?" if near else None
+    if near and "GB" not in near and re.search(r"\d\s*GB?$", value, re.IGNORECASE):
+        hint += " Only the A100's names carry a memory size."
+    return Problem(
+        f"gpus.{key}.type",
+        f"unknown GPU type {value!r}; Modal's types: {', '.join(modal_gpu_names())}",
+        lines.get(("gpus", key, "type")),
+        hint,
+    )
 
 
 def _models(raw: dict[str, Any], lines: Lines, problems: list[Problem]) -> dict[str, Model]:
@@ -226,10 +245,11 @@ def _assemble(
     gpus: dict[str, Gpu],
     models: dict[str, Model],
     deployments: list[Deployment],
+    default_workspace: str | None,
 ) -> Plan:
     mode = data.get("mode", "gpu")
     prefix = data.get("app_prefix", "vllm")
-    workspace = data.get("workspace")
+    workspace = data.get("workspace") or default_workspace
     image = {"vllm": "0.12.0", "base": "nvidia/cuda:12.9.0-devel-ubuntu22.04", "python": "3.12"}
     image.update(data.get("image", {}))
     secrets = data.get("secrets", {})

@@ -1,8 +1,8 @@
 """Deploy, locate, inspect and stop the generated apps, through the `modal` CLI.
 
-mvgen never talks to Modal's API itself: it runs the `modal` executable found on PATH (the
-one `uv sync` installs), so what happens is exactly what a user typing the same commands
-would get, and tests can put a recording stand-in for `modal` first on PATH.
+mvgen never talks to Modal's API itself: it runs the `modal` executable installed beside it
+(the environment `make` sets up; PATH's otherwise), so what happens is exactly what a user
+typing the same commands would get, and tests can swap in a recording stand-in.
 
 Before any deploy, `preflight` refuses, with every reason at once, when: generated files
 or the image locks are stale; Modal has no credentials; a secret the apps read is missing;
@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -26,20 +27,13 @@ from typing import Any
 
 from mvgen.errors import did_you_mean
 from mvgen.plan import App, Plan
+from mvgen.workspace import CREDENTIAL_ENV_VARS, credentials_in_env
+
+__all__ = ["CREDENTIAL_ENV_VARS"]  # tests clear them; modal/client.py reads them
 
 QUERY_TIMEOUT = 120.0  # seconds for a metadata command (list, info, secrets)
 DEPLOY_TIMEOUT = 3600.0  # a first deploy builds the vLLM image, which takes minutes
 MAX_HOST_LABEL = 63  # DNS label limit; Modal truncates longer hosts and appends a hash
-
-# Environment variables that make Modal ignore the profile's credentials (modal/client.py).
-CREDENTIAL_ENV_VARS = (
-    "MODAL_TOKEN_ID",
-    "MODAL_TOKEN_SECRET",
-    "MODAL_OAUTH_REFRESH_TOKEN",
-    "MODAL_OAUTH_CLIENT_ID",
-    "MODAL_OAUTH_CLIENT_SECRET",
-    "MODAL_OAUTH_JWT_KEY",
-)
 
 _URL_RE = re.compile(r"https://[a-z0-9-]+(?:\.[a-z0-9-]+)*\.modal\.run")
 _WORKSPACE_RE = re.compile(r"^\s*Workspace:\s*(\S+)", re.MULTILINE)
@@ -91,19 +85,29 @@ def _unknown(what: str, value: str, choices: Sequence[str]) -> str:
 # --- the modal executable --------------------------------------------------------------
 
 
+def find_modal() -> str | None:
+    """The `modal` of mvgen's own environment (beside this Python, e.g. .venv/bin/modal:
+    the version uv.lock pins, found even when the environment is not activated), else
+    the first on PATH."""
+    beside = Path(sys.executable).parent / "modal"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which("modal")
+
+
 @dataclass
 class ModalCli:
-    """Runs `modal ...` and parses what it prints. `executable` defaults to PATH's."""
+    """Runs `modal ...` and parses what it prints. `executable` defaults to find_modal()."""
 
     executable: str | None = None
     cwd: Path | None = None
 
     def command(self, *args: str) -> list[str]:
-        exe = self.executable or shutil.which("modal")
+        exe = self.executable or find_modal()
         if exe is None:
             raise DeployError(
-                "the `modal` command is not on PATH: run mvgen through `uv run` or make, "
-                "which install it from uv.lock"
+                f"the `modal` command is neither beside {sys.executable} nor on PATH: "
+                "run `make validate` (every make target installs modal from uv.lock into .venv)"
             )
         return [exe, *args]
 
@@ -214,35 +218,6 @@ def _tail(done: subprocess.CompletedProcess[str], lines: int = 5) -> str:
 # --- workspace and URLs ----------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Workspace:
-    name: str
-    source: str  # where it came from, for the user
-
-
-def resolve_workspace(plan: Plan, modal: ModalCli) -> Workspace:
-    """deployments.yaml's `workspace`, else Modal's own.
-
-    `modal token new` names the profile it writes after the workspace, so the active
-    profile's name (`modal profile current`, offline) is the workspace unless the user
-    named it otherwise. With credentials in environment variables the profile says
-    nothing, and `modal token info` (which asks Modal's servers) is the fallback.
-    """
-    if plan.workspace:
-        return Workspace(plan.workspace, "deployments.yaml")
-    uses_env = any(os.environ.get(name) for name in CREDENTIAL_ENV_VARS)
-    profile = None if uses_env else modal.profile()
-    if profile and profile != "default":  # "default" means no profile is active
-        return Workspace(profile, "the active Modal profile (`modal profile current`)")
-    reported = modal.token_workspace()
-    if reported:
-        return Workspace(reported, "`modal token info`")
-    raise DeployError(
-        "cannot tell the Modal workspace: set `workspace:` in deployments.yaml, or log in "
-        "with `modal token new`"
-    )
-
-
 def endpoint_url(workspace: str, app: App) -> str:
     """`https://<workspace>--<app>-<function>.modal.run`, lower case as Modal makes it."""
     host = f"{workspace.lower()}--{app.label}"
@@ -255,10 +230,10 @@ def endpoint_url(workspace: str, app: App) -> str:
     return f"https://{host}.modal.run"
 
 
-def app_urls(plan: Plan, apps: Sequence[App], modal: ModalCli) -> tuple[list[str], Workspace]:
-    """Each app's endpoint URL, the workspace looked up once for all of them."""
-    workspace = resolve_workspace(plan, modal)
-    return [endpoint_url(workspace.name, app) for app in apps], workspace
+def app_urls(plan: Plan, apps: Sequence[App]) -> list[str]:
+    """Each app's endpoint URL; the Plan's workspace has been resolved (cli.py)."""
+    assert plan.workspace, "load the Plan with a workspace before computing URLs"
+    return [endpoint_url(plan.workspace, app) for app in apps]
 
 
 # --- preflight -------------------------------------------------------------------------
@@ -341,7 +316,7 @@ def image_locks(plan: Plan, root: Path) -> list[str]:
 def workspace_mismatch(plan: Plan, modal: ModalCli) -> list[str]:
     """deployments.yaml's workspace against the active profile's name (offline): a
     mismatch usually means the URLs in litellm/config.yaml will not resolve."""
-    if not plan.workspace or any(os.environ.get(name) for name in CREDENTIAL_ENV_VARS):
+    if not plan.workspace or credentials_in_env():
         return []
     profile = modal.profile()
     if not profile or profile == "default" or profile.lower() == plan.workspace.lower():
@@ -436,16 +411,16 @@ def deploy_app(
     if code != 0:
         return DeployResult(app, False, seconds, None, _failure(output, code))
     reported = _URL_RE.search(output)
-    url = reported.group(0) if reported else _computed_url(plan, app, modal)
+    url = reported.group(0) if reported else _computed_url(plan, app)
     message = "deployed"
     if reported and app.url and reported.group(0) != app.url:
         message = f"deployed; Modal's URL differs from deployments.yaml's ({app.url})"
     return DeployResult(app, True, seconds, url, message)
 
 
-def _computed_url(plan: Plan, app: App, modal: ModalCli) -> str | None:
+def _computed_url(plan: Plan, app: App) -> str | None:
     try:
-        return app_urls(plan, [app], modal)[0][0]
+        return endpoint_url(plan.workspace, app) if plan.workspace else None
     except DeployError:
         return None
 

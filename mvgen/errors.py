@@ -28,20 +28,24 @@ def did_you_mean(value: object, choices: Iterable[str]) -> str | None:
     return by_folded[close[0]] if close else None
 
 
+FILE = "(file)"  # the path of a problem with the file itself, not with one value
+
+
 @dataclass(frozen=True)
 class Problem:
     path: str
     message: str
     line: int | None = None  # 1-based line in the config file, when known
     hint: str | None = None
+    column: int | None = None  # 1-based, for syntax errors
 
-    def render(self, source: str | None = None) -> str:
-        where = self.path
-        if source and self.line:
-            where = f"{source}:{self.line}: {self.path}"
-        elif self.line:
-            where = f"line {self.line}: {self.path}"
-        text = f"{where}: {self.message}"
+    def render(self) -> str:
+        where = []
+        if self.line:
+            where.append(f"line {self.line}" + (f", column {self.column}" if self.column else ""))
+        if self.path != FILE or not where:
+            where.append(self.path)
+        text = f"{': '.join(where)}: {self.message}"
         if self.hint:
             text += f"\n    hint: {self.hint}"
         return text

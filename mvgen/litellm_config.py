@@ -19,6 +19,7 @@ from typing import Any
 
 from mvgen.errors import ConfigError, Problem, did_you_mean
 from mvgen.plan import App, Deployment, Model, Plan
+from mvgen.workspace import missing_problem
 
 VLLM_KEY = "os.environ/VLLM_API_KEY"  # LiteLLM reads the value from the environment
 MASTER_KEY = "os.environ/LITELLM_MASTER_KEY"
@@ -134,8 +135,9 @@ def _api_bases(plan: Plan, overrides: Mapping[str, str]) -> dict[tuple[str, str]
 
 
 def _api_base(plan: Plan, app: App, overrides: Mapping[str, str]) -> str:
-    base = overrides.get(app.gpu.key) or overrides.get(app.name)
-    base = base or app.url or f"https://{plan.workspace}--{app.label}.modal.run"
+    base = overrides.get(app.gpu.key) or overrides.get(app.name) or app.url
+    if base is None:  # no workspace: never write https://None--...
+        raise ConfigError([missing_problem(live=False)], plan.source)
     return with_v1(base)
 
 

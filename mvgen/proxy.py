@@ -1,6 +1,6 @@
 """`mvgen proxy` (and `make proxy`): the LiteLLM proxy without Docker.
 
-Runs the `litellm` executable that `uv sync` installed from the pinned litellm[proxy],
+Runs the `litellm` executable that `make proxy` installed from the pinned litellm[proxy],
 with the generated litellm/config.yaml and the variables from litellm/.env. Before
 starting it checks what LiteLLM would otherwise report as a stack trace (no master key)
 or not at all (no VLLM_API_KEY: every request would reach the gateways unauthenticated
@@ -113,7 +113,7 @@ def prepare(
             Problem(
                 "litellm",
                 "the litellm executable is not installed in this environment",
-                hint="run `make env` (uv sync installs litellm[proxy] from uv.lock)",
+                hint="run `make proxy` (it installs litellm[proxy] from uv.lock into .venv)",
             )
         )
     if problems:

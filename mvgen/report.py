@@ -21,10 +21,14 @@ def apps_table(plan: Plan) -> None:
     from rich.table import Table
 
     table = Table(title=f"{len(plan.apps)} apps, {plan.mode} mode")
-    for column in ("app", "mode", "gpu", "models", "endpoint"):
+    for column in ("app", "mode", "gpu", "models"):
         table.add_column(column, overflow="fold")
+    table.add_column("endpoint", no_wrap=True)  # a URL folded across lines cannot be copied
     for row in apps_rows(plan):
         table.add_row(*row)
     console = Console()
+    wide = console.measure(table, options=console.options.update_width(10_000)).maximum
+    if wide > console.width:  # print it whole; a narrow terminal wraps it, the text stays one line
+        console = Console(width=wide)
     console.print(table)
     console.print(f"web endpoints: {plan.endpoints_needed} of {plan.endpoint_limit}")

@@ -5,7 +5,8 @@ It waits through a cold start (polling with backoff, following Modal's 303, hono
 listed, and per model chat, echo, streaming, response_format json_object/json_schema,
 structured_outputs regex/choice/grammar/json and, for vision models, an image input.
 Every answer is checked by what it must be (a JSON Schema, a full regex match, a member
-of a finite grammar's language), not just by its status code.
+of a finite grammar's language), not just by its status code. A host that does not
+resolve fails at once: no cold start makes a DNS name appear.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import contextlib
 import json
 import re
 import secrets
+import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -175,6 +177,8 @@ class Endpoint:
             try:
                 response = self._client.send(request, stream=True)
             except httpx.TransportError as exc:
+                if _unresolvable(exc):  # no cold start makes a name resolve: do not wait
+                    raise GaveUp(self._unresolvable_message(exc)) from None
                 reason = f"{type(exc).__name__} {exc}".strip()
             else:
                 if response.status_code not in RETRY_STATUSES:
@@ -200,6 +204,24 @@ class Endpoint:
             self._sleep(wait)
             self.waited += wait
             backoff = min(backoff * 1.6, MAX_BACKOFF)
+
+    def _unresolvable_message(self, exc: Exception) -> str:
+        host = httpx.URL(self.url).host
+        return (
+            f"{host} does not resolve ({exc}): check the workspace in the URL "
+            "(`modal profile current`, or `workspace:` in deployments.yaml) and that the app "
+            "is deployed (`make deploy GPU=...`)"
+        )
+
+
+def _unresolvable(exc: BaseException) -> bool:
+    """A DNS lookup that failed (socket.gaierror somewhere in httpx's exception chain)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, socket.gaierror):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def parse_retry_after(value: str | None) -> float | None:

@@ -1,4 +1,5 @@
-"""Shared fixtures: the repo root, a valid small config to mutate, and a CLI runner."""
+"""Shared fixtures: the repo root, the seed's config, a valid small config to mutate, and a
+CLI runner."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 ROOT = Path(__file__).resolve().parent.parent
+# Tests of the committed deployments.yaml hold for any valid content; tests about the
+# seed's 3 models x 5 GPUs read this copy of it instead.
+SEED_CONFIG = ROOT / "tests" / "data" / "seed-deployments.yaml"
 
 # A small valid config in gpu mode; tests edit it to make one thing wrong at a time.
 BASE_CONFIG = textwrap.dedent(

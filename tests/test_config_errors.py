@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import BASE_CONFIG, run_cli
+import yaml
+from conftest import BASE_CONFIG, SEED_CONFIG, run_cli
 
-from mvgen.config import load_plan
+from mvgen.catalog import GPU_ALIASES, GPU_TYPES, modal_gpu_names
+from mvgen.config import build_plan, load_plan
 from mvgen.errors import ConfigError
 
 
@@ -140,7 +142,7 @@ CASES = [
     (
         "YAML syntax error",
         replace("mode: gpu", "mode: [gpu"),
-        ["YAML syntax error at line", "column"],
+        ["line 2, column 10: YAML syntax error", "flow sequence"],
     ),
 ]
 
@@ -150,6 +152,78 @@ def test_bad_config_is_explained(write_config, what: str, text: str, fragments: 
     message = errors_for(write_config, text)
     for fragment in fragments:
         assert fragment in message, f"{what}: {fragment!r} missing from:\n{message}"
+
+
+# Hints a new user met that pointed the wrong way (issue 12): each must say the real cause,
+# and must no longer say what misled.
+HINTS = [
+    # (what, config text, fragments the message must contain, fragments it must not)
+    (
+        "two models with the same hf_id",
+        BASE_CONFIG + "  gemma-copy:\n    hf_id: google/gemma-3-12b-it\n",
+        ["models.gemma-copy.hf_id", "already the hf_id of models.gemma-3-12b", "listed once"],
+        ["served_name or alias"],
+    ),
+    (
+        "hf_id indented like a model name",
+        replace("  gemma-3-12b:\n    hf_id:", "  gemma-3-12b:\n  hf_id:"),
+        [
+            "1 problem",
+            "models.hf_id: 'hf_id' is a field of a model, not a model name",
+            "indent it under the model",
+            "models.gemma-3-12b (line 8) is empty",
+        ],
+        ["None should be object", "hf-id"],
+    ),
+    (
+        "a memory size on a GPU name",
+        replace("{type: H100}", "{type: H100-80GB}"),
+        ["gpus.h100.type", "'H100-80GB'", "did you mean 'H100'?", "memory size"],
+        ["'A100-80GB'?"],
+    ),
+    (
+        "a tab in the indentation",
+        replace("  h100: {type: H100}", "\th100: {type: H100}"),
+        ["line 6, column 1", "tab", "YAML does not allow tabs in indentation", "spaces"],
+        ["cannot start any token"],
+    ),
+    (
+        "empty models",
+        BASE_CONFIG[: BASE_CONFIG.index("models:") + len("models:\n")],
+        ["models: is empty; it needs at least one model", "my-model: {hf_id: org/model-name}"],
+        ["None should be object"],
+    ),
+    (
+        "gpu_memory_utilization as a percentage",
+        BASE_CONFIG + "defaults:\n  gpu_memory_utilization: 90\n",
+        ["defaults.gpu_memory_utilization", "90", "a fraction", "did you mean 0.90?"],
+        [],
+    ),
+]
+
+
+@pytest.mark.parametrize(("what", "text", "must", "must_not"), HINTS, ids=[h[0] for h in HINTS])
+def test_hint_says_the_real_cause(write_config, what, text, must, must_not) -> None:
+    message = errors_for(write_config, text)
+    for fragment in must:
+        assert fragment in message, f"{what}: {fragment!r} missing from:\n{message}"
+    for fragment in must_not:
+        assert fragment not in message, f"{what}: {fragment!r} still in:\n{message}"
+
+
+@pytest.mark.parametrize("name", [*modal_gpu_names(), "h100", "a10g", "b200+"])
+def test_every_gpu_type_modal_accepts_is_recognised(write_config, name: str) -> None:
+    """The names of https://modal.com/docs/guide/gpu, in any case, with memory and price."""
+    text = replace("{type: H100}", f"{{type: {json.dumps(name)}}}").replace(
+        "max_model_len: 16384", "max_model_len: 4096"
+    )
+    text = text.replace("{quantization: fp8, max_model_len: 8192}", "{max_model_len: 4096}")
+    plan = build_plan(yaml.safe_load(text), skip_checks=("fit_check",))
+    gpu = next(g for g in plan.gpus if g.key == "h100").type
+    assert gpu.name == name.upper()
+    base = GPU_TYPES[GPU_ALIASES.get(gpu.name, gpu.name)]
+    assert (gpu.memory_mib, gpu.usd_per_hour) == (base.memory_mib, base.usd_per_hour)
+    assert gpu.memory_mib > 10_000 and gpu.usd_per_hour
 
 
 def test_all_errors_reported_at_once(write_config) -> None:
@@ -168,9 +242,7 @@ def test_errors_carry_line_numbers(write_config) -> None:
 
 
 def test_legacy_mode_of_seed_matrix_is_refused_with_advice(tmp_path) -> None:
-    from conftest import ROOT
-
-    text = (ROOT / "deployments.yaml").read_text().replace("\nmode: gpu", "\nmode: legacy")
+    text = SEED_CONFIG.read_text().replace("\nmode: gpu", "\nmode: legacy")
     path = tmp_path / "deployments.yaml"
     path.write_text(text)
     message = pytest.raises(ConfigError, load_plan, path).value.render()

@@ -1,10 +1,11 @@
 """`mvgen deploy`, `url`, `logs` and `stop`, run against a STAND-IN for the `modal` CLI.
 
-Nothing here reaches Modal. tests/fake_modal/modal is a small script, put first on PATH,
-that records every argv it receives and answers `app list`, `app info`, `secret list`,
-`config show`, `profile current`, `token info`, `deploy`, `app logs` and `app stop` the
-way modal 1.6.4 prints them, from a JSON state file each test sets up. The tests check
-what mvgen asked Modal to do, and above all that a refused preflight deployed nothing.
+Nothing here reaches Modal. tests/fake_modal/modal is a small script, used in place of the
+`modal` executable mvgen would find (find_modal), that records every argv it receives and
+answers `app list`, `app info`, `secret list`, `config show`, `profile current`,
+`token info`, `deploy`, `app logs` and `app stop` the way modal 1.6.4 prints them, from a
+JSON state file each test sets up. The tests check what mvgen asked Modal to do, and above
+all that a refused preflight deployed nothing.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import BASE_CONFIG, ROOT, run_cli
 
+from mvgen import deploy
 from mvgen.deploy import CREDENTIAL_ENV_VARS, DeployError, endpoint_url, has_credentials
 
 FAKE_MODAL_DIR = Path(__file__).resolve().parent / "fake_modal"
@@ -60,6 +63,8 @@ class FakeModal:
 
 @pytest.fixture
 def fake_modal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeModal:
+    # mvgen runs the modal beside its Python before PATH's: point that lookup at the stand-in
+    monkeypatch.setattr(deploy, "find_modal", lambda: str(FAKE_MODAL_DIR / "modal"))
     monkeypatch.setenv("PATH", f"{FAKE_MODAL_DIR}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_MODAL_STATE", str(tmp_path / "fake-modal-state.json"))
     monkeypatch.setenv("FAKE_MODAL_LOG", str(tmp_path / "fake-modal-calls.jsonl"))
@@ -156,8 +161,8 @@ def make_dry_run(words: list[str]) -> list[str]:
         timeout=60,
         check=True,
     )
-    line = next(line for line in result.stdout.splitlines() if " mvgen deploy " in line)
-    return shlex.split(line.split(" mvgen ", 1)[1])
+    line = next(line for line in result.stdout.splitlines() if "mvgen deploy " in line)
+    return shlex.split(line.split("mvgen ", 1)[1])
 
 
 @pytest.mark.parametrize(
@@ -367,7 +372,8 @@ def test_url_without_any_workspace_says_how_to_set_one(tmp_path, fake_modal):
     root = project(tmp_path, BASE_CONFIG.replace("workspace: acme\n", ""))
     fake_modal.write(profile="default", token_workspace=None)
     result = mvgen(root, "url", "--gpu", "h100")
-    assert result.exit_code == 1
+    assert result.exit_code == 2
+    assert "workspace: not set, and no Modal profile is active" in result.stderr
     assert "set `workspace:` in deployments.yaml" in result.stderr
 
 
@@ -375,8 +381,8 @@ def test_url_refuses_a_host_modal_would_truncate(tmp_path, fake_modal):
     root = project(tmp_path, BASE_CONFIG.replace("workspace: acme\n", ""))
     fake_modal.write(profile="a-very-long-workspace-name-that-goes-on-and-on-and-on")
     result = mvgen(root, "url", "--gpu", "h100")
-    assert result.exit_code == 1
-    assert "Modal cuts hosts over 63" in result.stderr
+    assert result.exit_code == 2
+    assert "Modal allows 63 before it truncates the URL" in result.stderr
 
 
 def test_deploy_reports_the_url_modal_printed(tmp_path, fake_modal):
@@ -392,6 +398,100 @@ def test_deploy_notes_a_workspace_that_differs_from_the_profile(tmp_path, fake_m
     result = mvgen(project(tmp_path), "deploy", "--gpu", "h100")
     assert result.exit_code == 0, result.output
     assert "says workspace 'acme' but the active Modal profile is 'acme-prod'" in result.stderr
+
+
+# --- the workspace: never a placeholder, never None ---------------------------------------
+
+PLACEHOLDER_CONFIG = BASE_CONFIG.replace("workspace: acme", "workspace: your-workspace")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["url", "--gpu", "h100"],
+        ["env", "--gpu", "h100"],
+        ["test", "--gpu", "h100", "--api-key", "k"],
+        ["deploy", "--gpu", "h100"],
+    ],
+    ids=lambda args: args[0],
+)
+def test_the_placeholder_workspace_is_refused_with_the_fix(tmp_path, fake_modal, args):
+    root = project(tmp_path, PLACEHOLDER_CONFIG)  # render keeps it: the example ships so
+    result = mvgen(root, *args)
+    assert result.exit_code == 2
+    assert "workspace: 'your-workspace' is the placeholder" in result.stderr
+    assert "modal profile current" in result.stderr and "set `workspace:`" in result.stderr
+    assert "your-workspace--" not in result.stdout  # no URL to a host that does not exist
+    assert fake_modal.calls() == []  # nothing asked of Modal, nothing deployed
+
+
+def test_render_without_a_workspace_takes_the_profiles_and_says_so(tmp_path, fake_modal):
+    root = project(tmp_path, BASE_CONFIG.replace("workspace: acme\n", ""))
+    fake_modal.write(profile="Team-Acme")
+    result = mvgen(root, "render", "--config", "deployments.yaml")
+    assert result.exit_code == 0, result.output
+    assert "workspace 'team-acme' from the active Modal profile" in result.stderr
+    routes = (root / "litellm" / "config.yaml").read_text()
+    assert "https://team-acme--vllm-h100-serve.modal.run/v1" in routes
+
+
+def test_render_without_any_workspace_refuses_to_write_urls(tmp_path, fake_modal):
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "deployments.yaml").write_text(BASE_CONFIG.replace("workspace: acme\n", ""))
+    fake_modal.write(profile="default")
+    result = mvgen(root, "render", "--config", "deployments.yaml")
+    assert result.exit_code == 2
+    assert "workspace: not set, and no Modal profile is active" in result.stderr
+    assert "endpoint URLs cannot be written" in result.stderr
+    assert not (root / "litellm").exists() and not (root / "generated").exists()
+    assert [call[:2] for call in fake_modal.calls()] == [["profile", "current"]]  # offline
+
+
+def test_env_without_a_workspace_takes_the_profiles(tmp_path, fake_modal):
+    root = project(tmp_path, BASE_CONFIG.replace("workspace: acme\n", ""))
+    result = mvgen(root, "env", "--gpu", "h100")
+    assert result.exit_code == 0, result.output
+    assert "LLM_BASE_URL=https://acme--vllm-h100-serve.modal.run/v1" in result.stdout
+    assert "from the active Modal profile" in result.stderr
+
+
+def test_the_library_never_writes_none_into_a_url(write_config):
+    from mvgen.config import load_plan
+    from mvgen.errors import ConfigError
+    from mvgen.render import render_files
+
+    plan = load_plan(write_config(BASE_CONFIG.replace("workspace: acme\n", "")))
+    with pytest.raises(ConfigError, match="endpoint URLs cannot be written"):
+        render_files(plan)
+
+
+@pytest.mark.timeout(120)  # the smoke test's own --timeout is 600 s: it must not wait
+def test_a_host_that_does_not_resolve_fails_the_smoke_test_at_once(
+    tmp_path, fake_modal, monkeypatch
+):
+    """The workspace comes from the stand-in's profile; DNS is a stand-in too: every
+    *.modal.run name fails to resolve, as a wrong workspace's does."""
+    import socket
+
+    real = socket.getaddrinfo
+
+    def no_modal_run(host, *args, **kwargs):
+        if str(host).endswith(".modal.run"):
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_modal_run)
+    root = project(tmp_path, BASE_CONFIG.replace("workspace: acme\n", ""))
+    fake_modal.write(profile="wrong-workspace")
+    result = mvgen(root, "test", "--gpu", "h100", "--api-key", "k", "--json")
+    assert result.exit_code == 1
+    results = json.loads(result.stdout)["results"]
+    health = results[0]
+    assert (health["check"], health["status"]) == ("health", "FAIL")
+    assert "wrong-workspace--vllm-h100-serve.modal.run does not resolve" in health["detail"]
+    assert "modal profile current" in health["detail"]
+    assert {r["status"] for r in results[1:]} == {"skip"}
 
 
 # --- logs and stop ---------------------------------------------------------------------------
@@ -422,12 +522,30 @@ def test_stop_stops_the_app_and_fails_when_modal_does(tmp_path, fake_modal):
     assert mvgen(root, "stop", "--gpu", "h100").exit_code == 1  # nothing left to stop
 
 
-def test_modal_missing_from_path_is_a_clear_error(tmp_path, fake_modal, monkeypatch):
+def test_modal_missing_everywhere_is_a_clear_error(tmp_path, fake_modal, monkeypatch):
     root = project(tmp_path)
-    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setattr(deploy, "find_modal", lambda: None)
     result = mvgen(root, "logs", "--gpu", "h100")
     assert result.exit_code == 1
-    assert "the `modal` command is not on PATH" in result.stderr
+    assert "the `modal` command is neither beside" in result.stderr
+    assert "make validate" in result.stderr
+
+
+def test_the_modal_beside_mvgens_python_is_found_without_path(monkeypatch):
+    """`.venv/bin/mvgen deploy` from a shell where .venv/bin is not on PATH."""
+    monkeypatch.setenv("PATH", "/nonexistent")
+    found = deploy.find_modal()
+    assert found == str(Path(sys.executable).parent / "modal")
+    code = "from mvgen.deploy import ModalCli; print(ModalCli().run('--version').stdout)"
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "PATH": "/nonexistent"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert version("modal") in done.stdout  # the locked modal, run with an empty PATH
 
 
 # --- small pieces --------------------------------------------------------------------------

@@ -289,6 +289,23 @@ def unknown_keys(cfg: dict[str, Any], known: dict[str, set[str]]) -> list[str]:
     return bad
 
 
+def test_every_committed_pair_has_its_route_and_group_entry() -> None:
+    """Whatever deployments.yaml holds: litellm/config.yaml routes each model x GPU to its
+    app's endpoint, and each model's group holds one entry per GPU serving it."""
+    plan = load_plan(ROOT / "deployments.yaml")
+    cfg = yaml.safe_load((ROOT / "litellm" / "config.yaml").read_text())
+    for d in plan.deployments:
+        (route,) = entries(cfg, d.route)
+        app = plan.app_for(d.gpu.key, d.model.key)
+        assert route["litellm_params"]["api_base"] == with_v1(app.url), d.route
+        assert route["litellm_params"]["model"] == f"hosted_vllm/{d.model.served_name}"
+    for model in plan.models:
+        served = [d for d in plan.deployments if d.model.key == model.key]
+        assert len(entries(cfg, model.key)) == len(served), model.key
+    names = {e["model_name"] for e in cfg["model_list"]}
+    assert names == {d.route for d in plan.deployments} | {m.key for m in plan.models}
+
+
 def test_every_key_is_one_litellm_reads(known_keys) -> None:
     cfg = yaml.safe_load((ROOT / "litellm" / "config.yaml").read_text())
     assert unknown_keys(cfg, known_keys) == []
@@ -435,7 +452,7 @@ def test_env_example_lists_the_required_variables() -> None:
 
 def test_make_proxy_target() -> None:
     makefile = (ROOT / "Makefile").read_text()
-    assert "\nproxy: .venv/.synced ## " in makefile
+    assert "\nproxy: .venv/.synced-proxy ## " in makefile  # installs LiteLLM, as check does
     assert any(
         line.startswith(".PHONY:") and "proxy" in line.split() for line in makefile.splitlines()
     )

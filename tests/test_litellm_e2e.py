@@ -1,8 +1,9 @@
 """The real LiteLLM proxy (litellm[proxy] from uv.lock) with the generated config.
 
 One proxy per module (it takes several seconds to start), started through `mvgen proxy`
-with a config from `mvgen render --api-base GPU=URL`: the committed deployments.yaml plus
-a litellm_order for two models, its endpoints pointed at local stand-ins:
+with a config from `mvgen render --api-base GPU=URL`: the seed's deployments.yaml
+(tests/data, 3 models x 5 GPUs) plus a litellm_order for two models, its endpoints
+pointed at local stand-ins:
 
     l40s, h200  gateway (the `mvgen gateway` app) -> recording vLLM stand-in
     b200        the same, but the stand-in takes 1.5 s to answer: a cold start in small
@@ -32,7 +33,7 @@ import httpx
 import openai
 import pytest
 import yaml
-from conftest import ROOT, run_cli
+from conftest import SEED_CONFIG, run_cli
 from gateway_fixtures import serve_asgi, temporary_env
 from standin_vllm import StandinConfig, StandinServer, free_port
 
@@ -109,8 +110,8 @@ class Stack:
 
 
 def test_config(tmp: Path) -> Path:
-    """The committed deployments.yaml with a litellm_order for two models."""
-    data = yaml.safe_load((ROOT / "deployments.yaml").read_text())
+    """The seed's deployments.yaml with a litellm_order for two models."""
+    data = yaml.safe_load(SEED_CONFIG.read_text())
     for model, order in ORDERS.items():
         data["models"][model]["litellm_order"] = order
     path = tmp / "deployments.yaml"

@@ -15,7 +15,7 @@ from types import ModuleType
 
 import modal
 import pytest
-from conftest import BASE_CONFIG, ROOT, run_cli
+from conftest import BASE_CONFIG, ROOT, SEED_CONFIG, run_cli
 
 from mvgen.config import load_plan
 from mvgen.plan import HF_CACHE, VLLM_CACHE, App, Plan
@@ -160,12 +160,29 @@ def check_legacy_app(plan: Plan, app: App, path: Path) -> None:
     assert 0 < ready < info.startup_timeout
 
 
+def check_app(plan: Plan, app: App, path: Path) -> None:
+    (check_gpu_app if plan.mode == "gpu" else check_legacy_app)(plan, app, path)
+
+
 def test_committed_apps_import_and_match_the_plan() -> None:
+    """Whatever deployments.yaml holds: every app it plans is a generated file that the real
+    modal package imports, with the functions, GPUs, secrets and volumes the Plan says."""
     plan = load_plan(ROOT / "deployments.yaml")
-    assert plan.mode == "gpu"
-    assert len(plan.apps) == 5
+    assert plan.apps
     for app in plan.apps:
-        check_gpu_app(plan, app, ROOT / "generated" / app.filename)
+        check_app(plan, app, ROOT / "generated" / app.filename)
+
+
+def test_every_committed_pair_has_its_app_and_vllm_command() -> None:
+    """Every model x GPU of deployments.yaml is served by its app, with its own command."""
+    plan = load_plan(ROOT / "deployments.yaml")
+    for d in plan.deployments:
+        app = plan.app_for(d.gpu.key, d.model.key)
+        module = import_app(ROOT / "generated" / app.filename)
+        assert module.MODELS[d.model.key]["command"] == d.vllm_command(), d.route
+        if plan.mode == "gpu":
+            pool = next(p for p in app.pools if d in p.deployments)
+            assert isinstance(getattr(module, pool.class_name), modal.Cls), d.route
 
 
 def test_one_web_endpoint_per_app_counts_to_the_plan() -> None:
@@ -174,7 +191,14 @@ def test_one_web_endpoint_per_app_counts_to_the_plan() -> None:
     for app in plan.apps:
         functions, classes = modal_objects(import_app(ROOT / "generated" / app.filename))
         total += len(web_endpoints(functions, classes))
-    assert total == plan.endpoints_needed == 5
+    assert total == plan.endpoints_needed <= plan.endpoint_limit
+
+
+def test_the_seed_matrix_needs_five_endpoints_in_gpu_mode() -> None:
+    plan = load_plan(SEED_CONFIG)
+    assert (plan.mode, len(plan.models), len(plan.gpus)) == ("gpu", 3, 5)
+    assert len(plan.deployments) == 15
+    assert plan.endpoints_needed == len(plan.apps) == 5
 
 
 def test_legacy_apps_import(write_config, tmp_path) -> None:
@@ -185,6 +209,29 @@ def test_legacy_apps_import(write_config, tmp_path) -> None:
     assert len(plan.apps) == 4
     for app in plan.apps:
         check_legacy_app(plan, app, out / "generated" / app.filename)
+
+
+def test_gpu_names_modal_accepts_reach_the_app_as_written(write_config, tmp_path) -> None:
+    """Aliases such as H100! (no substitution) and lower case reach modal's own parser."""
+    text = """\
+    workspace: acme
+    gpus:
+      a10g: {type: a10g}
+      h100x: {type: "H100!"}
+      b200p: {type: B200+}
+    models:
+      tiny:
+        hf_id: org/Tiny-1B
+        architecture: {params_b: 1.0, layers: 16, kv_heads: 4, head_dim: 64, max_context: 8192}
+        max_model_len: 8192
+    """
+    config = write_config(text)
+    out = tmp_path / "out"
+    assert run_cli("render", "--config", str(config), "--output-dir", str(out)).exit_code == 0
+    plan = load_plan(config)
+    assert [app.gpu.type.name for app in plan.apps] == ["A10G", "H100!", "B200+"]
+    for app in plan.apps:
+        check_gpu_app(plan, app, out / "generated" / app.filename)
 
 
 def render_with_qwen_on_h100(write_config, tmp_path, settings: str) -> tuple[Plan, App, Path]:

@@ -1,5 +1,8 @@
 """`mvgen plan`: the table, --json, --diff after an edit, and the exit codes (0 clean, 1 when
-the committed files do not match the config, 2 when the config is refused)."""
+the committed files do not match the config, 2 when the config is refused).
+
+The figures asserted here are the seed's (3 models x 5 GPUs, every pair fits), so the
+tests use its copy in tests/data, not the deployments.yaml users edit."""
 
 from __future__ import annotations
 
@@ -10,9 +13,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_cli
+from conftest import SEED_CONFIG, run_cli
 
-from mvgen.catalog import PRICES_READ_ON
+from mvgen.catalog import GPU_TYPES, PRICES_READ_ON
 from mvgen.config import load_plan
 from mvgen.fit import GIB, assess_deployment
 from mvgen.planview import always_on_cost, burst_cost, hourly_cost
@@ -20,10 +23,10 @@ from mvgen.planview import always_on_cost, burst_cost, hourly_cost
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    """A copy of the committed config and its rendered files, safe to edit."""
-    shutil.copy(ROOT / "deployments.yaml", tmp_path / "deployments.yaml")
-    for folder in ("generated", "litellm"):
-        shutil.copytree(ROOT / folder, tmp_path / folder)
+    """The seed's config and a fresh render of it, safe to edit."""
+    shutil.copy(SEED_CONFIG, tmp_path / "deployments.yaml")
+    config = str(tmp_path / "deployments.yaml")
+    assert run_cli("render", "--config", config, "--output-dir", str(tmp_path)).exit_code == 0
     return tmp_path
 
 
@@ -92,7 +95,8 @@ def test_min_containers_cost_all_day_and_burst_length_is_an_option(project: Path
     b200 = models["gemma-3-12b-b200"]["cost"]
     assert b200["usd_per_day_always_on"] == round(b200["usd_per_hour"] * 24 * 2, 2)
     assert b200["usd_per_burst"] == round(b200["usd_per_hour"] * (30 * 60 + 900) / 3600, 2)
-    assert models["gemma-3-12b-pro"]["cost"]["usd_per_hour"] is None  # no checked price
+    pro = models["gemma-3-12b-pro"]["cost"]
+    assert pro["usd_per_hour"] == GPU_TYPES["RTX-PRO-6000"].usd_per_hour
 
 
 def test_diff_after_an_edit_shows_the_change_and_exits_1(project: Path) -> None:
@@ -132,7 +136,7 @@ def test_json_diff_and_a_removed_gpu(project: Path) -> None:
 
 
 def test_a_fresh_directory_would_get_every_file_added(tmp_path: Path) -> None:
-    shutil.copy(ROOT / "deployments.yaml", tmp_path / "deployments.yaml")
+    shutil.copy(SEED_CONFIG, tmp_path / "deployments.yaml")
     result = plan_cmd(tmp_path, "--json")
     assert result.exit_code == 1
     changes = json.loads(result.stdout)["changes"]

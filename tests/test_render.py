@@ -217,3 +217,11 @@ def test_list_shows_apps_and_urls(write_config) -> None:
     assert "vllm-h100" in result.output
     assert "https://acme--vllm-h100-serve.modal.run" in result.output
     assert "web endpoints: 2 of 8" in result.output
+
+
+def test_list_keeps_urls_whole_in_a_narrow_terminal(write_config) -> None:
+    """Rich folds long cells at the terminal width; a URL split over lines cannot be copied."""
+    result = run_cli("list", "--config", str(write_config()), env={"COLUMNS": "60"})
+    assert result.exit_code == 0
+    for app in load_plan(write_config()).apps:
+        assert any(app.url in line for line in result.output.splitlines()), app.url

@@ -393,3 +393,13 @@ def test_targets_know_which_models_take_images(plan):
     assert [m.key for m in target_for(plan.apps[0], "http://h", "tiny-chat").tested] == [
         "tiny-chat"
     ]
+
+
+@pytest.mark.timeout(60)
+def test_a_name_that_does_not_resolve_gives_up_at_once(plan: Plan) -> None:
+    """.invalid never resolves (RFC 6761): the real resolver, no stand-in."""
+    results = smoke(plan, "https://mvgen-smoke-test.invalid", ready_timeout=600.0)
+    health = results[0]
+    assert (health.check, health.status) == ("health", "FAIL")
+    assert "mvgen-smoke-test.invalid does not resolve" in health.detail
+    assert all(r.status == "skip" for r in results[1:])
