@@ -25,8 +25,12 @@ $(BOOTSTRAP)/bin/uv:
 
 env: .venv/.synced ## set up .venv from uv.lock
 
-render: .venv/.synced ## render generated/ and litellm/ from deployments.yaml
+render: .venv/.synced ## lock new models (Hugging Face Hub), then render generated/ and litellm/
+	$(MVGEN) lock --missing --config $(CONFIG)
 	$(MVGEN) render --config $(CONFIG)
+
+lock: .venv/.synced ## re-read every model's config.json and sizes from the Hub into the lock file
+	$(MVGEN) lock --config $(CONFIG)
 
 validate: .venv/.synced ## check deployments.yaml
 	$(MVGEN) validate --config $(CONFIG)
@@ -38,11 +42,12 @@ lint: .venv/.synced ## ruff on the project and on the generated apps
 	$(UV) run --locked ruff check .
 	$(UV) run --locked ruff format --check .
 
-check: .venv/.synced lint ## the whole test suite; fails when generated files are stale
+check: .venv/.synced lint ## the whole test suite; fails when generated files or the lock are stale
+	$(MVGEN) lock --check --config $(CONFIG)
 	$(MVGEN) render --check --config $(CONFIG)
 	$(UV) run --locked pytest
 
-.PHONY: help env render validate list lint check plan
+.PHONY: help env render lock validate list lint check plan
 
 plan: .venv/.synced ## fit, cost, endpoints and what `make render` would change
 	$(MVGEN) plan --config $(CONFIG)

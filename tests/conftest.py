@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import textwrap
 from pathlib import Path
 
@@ -10,6 +11,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 ROOT = Path(__file__).resolve().parent.parent
+# The seed's own copy of deployments.yaml and its lock (tests about the seed's matrix).
+SEED_CONFIG = ROOT / "tests" / "data" / "seed-deployments.yaml"
+SEED_LOCK = ROOT / "tests" / "data" / "seed-deployments.lock.json"
 
 # A small valid config in gpu mode; tests edit it to make one thing wrong at a time.
 BASE_CONFIG = textwrap.dedent(
@@ -33,11 +37,24 @@ BASE_CONFIG = textwrap.dedent(
 )
 
 
+def copy_seed_lock(config: Path) -> Path:
+    """Put the seed's lock file (the seed models' config.json facts) beside `config`, so
+    mvgen knows those models' shapes; without it their fit is unknown, as for any config
+    whose models were never locked."""
+    from mvgen.lock import lock_path
+
+    target = lock_path(config)
+    shutil.copy(SEED_LOCK, target)
+    return target
+
+
 @pytest.fixture
 def write_config(tmp_path: Path):
-    def write(text: str = BASE_CONFIG, name: str = "deployments.yaml") -> Path:
+    def write(text: str = BASE_CONFIG, name: str = "deployments.yaml", lock: bool = False) -> Path:
         path = tmp_path / name
         path.write_text(textwrap.dedent(text), encoding="utf-8")
+        if lock:
+            copy_seed_lock(path)
         return path
 
     return write
