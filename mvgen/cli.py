@@ -180,7 +180,10 @@ def lock(config_path: Path, only_missing: bool, check: bool) -> None:
         lockfile.write_lock(path, new)
     for ref in fetched:
         click.echo(f"   locked  {ref.hf_id}{'@' + ref.revision if ref.revision else ''}")
-    click.echo(f"{path.name}: {len(refs)} checkpoints, {len(fetched)} read from {hub.endpoint}")
+    if fetched:
+        click.echo(f"{path.name}: {len(refs)} checkpoints, {len(fetched)} read from {hub.endpoint}")
+    else:
+        click.echo(f"{path.name}: up to date ({len(refs)} checkpoints)")
 
 
 @main.command(name="list")

@@ -161,7 +161,17 @@ def _deployments(
         for i, gpu_key in enumerate(wanted):
             if gpu_key not in data["gpus"]:
                 problems.append(_unknown_ref(("models", key, "gpus", i), gpu_key, gpus, lines))
-        for gpu_key in spec.get("per_gpu", {}):
+        for gpu_key, per_gpu in spec.get("per_gpu", {}).items():
+            if "revision" in per_gpu and "checkpoint" not in per_gpu:
+                problems.append(
+                    Problem(
+                        f"models.{key}.per_gpu.{gpu_key}.revision",
+                        "a per-GPU revision pins that GPU's checkpoint, and none is set",
+                        lines.get(("models", key, "per_gpu", gpu_key, "revision")),
+                        f"set models.{key}.revision to pin {spec['hf_id']} everywhere, or add "
+                        f"checkpoint: to models.{key}.per_gpu.{gpu_key}",
+                    )
+                )
             if gpu_key not in data["gpus"]:
                 path = ("models", key, "per_gpu", gpu_key)
                 problems.append(_unknown_ref(path, gpu_key, gpus, lines))

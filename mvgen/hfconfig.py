@@ -191,12 +191,29 @@ def weight_bytes(parameters: Mapping[str, int]) -> int:
     return total
 
 
+# Attention whose KV cache is not K and V per KV head: mvgen would misjudge it, so the fit
+# stays unknown (a warning) rather than wrong.
+UNSIZED_ATTENTION = {
+    "kv_lora_rank": "multi-head latent attention (kv_lora_rank)",
+    "attention_chunk_size": "chunked local attention (attention_chunk_size)",
+    "linear_num_key_heads": "linear attention layers",
+    "mamba_d_state": "Mamba layers",
+    "ssm_state_size": "state-space layers",
+}
+
+
 def _architecture(
     config: Mapping[str, Any],
     text: Mapping[str, Any],
     parameters: Mapping[str, int] | None,
     preprocessor: Mapping[str, Any] | None,
 ) -> Architecture:
+    for field, what in UNSIZED_ATTENTION.items():
+        if text.get(field):
+            raise ConfigProblem(f"its {what} has a KV cache mvgen does not size")
+    kinds = set(text.get("layer_types") or ()) - {"full_attention", "sliding_attention"}
+    if kinds:
+        raise ConfigProblem(f"its layer types {sorted(kinds)} have a KV cache mvgen does not size")
     hidden = _need(text, "hidden_size")
     heads = _need(text, "num_attention_heads")
     layers = _need(text, "num_hidden_layers")

@@ -166,3 +166,17 @@ def test_without_safetensors_counts_params_come_from_the_shapes() -> None:
     arch, ckpt = read_checkpoint("x/y", config, None)
     assert ckpt.weight_bytes is None
     assert arch.params_b == pytest.approx(params["BF16"] / 1e9, rel=0.01)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("kv_lora_rank", 512),  # DeepSeek-V3's multi-head latent attention
+        ("attention_chunk_size", 8192),  # Llama 4's chunked local attention
+        ("layer_types", ["linear_attention", "full_attention"]),  # Qwen3-Next
+    ],
+)
+def test_attention_mvgen_cannot_size_leaves_the_facts_unknown(field: str, value: Any) -> None:
+    config, params, _ = recorded("Qwen/Qwen3-30B-A3B")
+    with pytest.raises(ConfigProblem, match="does not size"):
+        read_checkpoint("x/y", {**config, field: value, "sliding_window": 4096}, params)

@@ -273,3 +273,23 @@ def test_adding_a_model_the_readme_way(hub, tmp_path: Path) -> None:
     mistral = [r for r in rows if r["model"] == "mistral-7b"]
     assert mistral and all(r["fit"]["status"] == "fits" for r in mistral)
     assert run_cli("render", "--check", *out, "--output-dir", str(tmp_path)).exit_code == 0
+
+
+def test_a_locked_config_mvgen_cannot_size_leaves_the_fit_unknown(hub, config: Path) -> None:
+    _, url = hub
+    assert lock_cmd(config, url).exit_code == 0
+    data = json.loads(lock_path(config).read_text())
+    entry = data["checkpoints"]["qwen/qwen3-vl-30b-a3b-instruct"]
+    entry["config"]["text_config"]["kv_lora_rank"] = 512  # as if it used latent attention
+    lock_path(config).write_text(json.dumps(data))
+    plan = load_plan(config)
+    [warning] = [w for w in plan.warnings if "qwen3-vl-30b" in w]
+    assert "cannot be sized" in warning and "kv_lora_rank" in warning
+
+
+def test_a_per_gpu_revision_pins_a_per_gpu_checkpoint_only(config: Path) -> None:
+    config.write_text(CONFIG.replace("{checkpoint: google/gemma-3-12b-it, ", "{revision: abc, "))
+    result = run_cli("validate", "--config", str(config))
+    assert result.exit_code == 2
+    assert "models.gemma-3-27b.per_gpu.l40s.revision" in result.output
+    assert "models.gemma-3-27b.revision" in result.output and "checkpoint:" in result.output
