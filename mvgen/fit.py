@@ -89,8 +89,9 @@ FORWARD_HIDDEN_COPIES = 4
 FORWARD_MLP_COPIES = 3
 # Vision encoder profile (gpu_model_runner.py profile_run): the encoder runs on its dummy batch
 # first (per position, the live copies of one ViT block: input, q/k/v, attention output and the
-# MLP's two intermediate tensors, in bf16; an estimate from the block's shapes, below the
-# sampler for every seed pair), then its outputs stay cached, padded to the item's full token
+# MLP's two intermediate tensors, in bf16: an estimate from the block's shapes that no log
+# isolates; the B200 Gemma 3 log bounds it from above, and where it sets the peak `mvgen plan`
+# widens the range upwards), then its outputs stay cached, padded to the item's full token
 # count, while the language model and sampler run. The cached outputs are what the 4x RTX 3090
 # Qwen3-VL log shows: 153,600 tokens x 8,192 wide x 2 B = 2.34 GiB (docs/plan.md).
 ENCODER_HIDDEN_COPIES = 6
@@ -117,7 +118,7 @@ QUANT_BYTES = {"fp8": 1.0, "fp8_per_tensor": 1.0}
 
 
 def version_tuple(text: str) -> tuple[int, ...]:
-    """ "0.12.0" -> (0, 12, 0); a suffix such as .post1 or rc1 is ignored."""
+    """The release numbers of a version: (0, 12, 0) for 0.12.0; .post1 or rc1 is ignored."""
     return tuple(int(n) for n in re.findall(r"\d+", text)[:3])
 
 
@@ -411,7 +412,8 @@ class Fit:
     Byte figures are per GPU."""
 
     status: str  # "fits", "no-load" (weights or profile leave no KV cache), "too-long",
-    # "load-oom" (loading needs more than the GPU has), "graphs-oom", "unknown"
+    # "load-oom" (loading needs more than the GPU has), "graphs-oom", "mismatch" (a
+    # quantization the checkpoint's own contradicts), "unknown"
     reason: str | None = None  # why the fit is unknown
     visible_bytes: float = 0.0  # what torch sees of the GPU
     usable_bytes: float = 0.0  # x gpu_memory_utilization: vLLM's requested memory
@@ -454,6 +456,11 @@ def assess(
     if arch is None:
         return Fit("unknown", reason or "no architecture facts for this model")
     ckpt = checkpoint or Checkpoint("")
+    own, asked = ckpt.quantization, settings.quantization
+    if own and asked and own != asked:
+        # vllm/config/model.py ModelConfig._verify_quantization: "Quantization method
+        # specified in the model config (...) does not match ... the `quantization` argument"
+        return Fit("mismatch", f"{ckpt.hf_id} is quantized with {own}, not {asked}")
     held = weights(arch, ckpt, settings.quantization, vllm)
     if isinstance(held, str):
         return Fit("unknown", held)
@@ -556,6 +563,8 @@ def fixes(d: Deployment, fit: Fit, vllm: str) -> list[str]:
     def works(s: Settings, on: GpuType = gpu, c: Checkpoint = ckpt) -> bool:
         return assess(arch, on, s, c, vllm).fits
 
+    if fit.status == "mismatch":
+        return ["quantization: null"]
     out = []
     if fit.status == "too-long" and fit.longest_len:
         out.append(f"max_model_len: {fit.longest_len}")
@@ -664,6 +673,11 @@ def refusal(d: Deployment, fit: Fit, vllm: str = "0.12.0") -> str:
             f"{head} runs out of memory while loading: vLLM {vllm} holds "
             f"{gib(fit.load_peak_bytes)} of weights per GPU at load ({d.checkpoint.hf_id}, "
             f"{d.checkpoint.dtype}{online}) but torch sees {gib(fit.visible_bytes)}"
+        )
+    if fit.status == "mismatch":
+        return (
+            f"{head}: vLLM refuses to start: {fit.reason}; leave quantization unset and vLLM "
+            "uses the checkpoint's own"
         )
     if fit.status == "graphs-oom":
         return (

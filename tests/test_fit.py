@@ -515,11 +515,21 @@ def test_few_full_length_sequences_warn_with_a_configurable_threshold() -> None:
     assert not [w for w in build_plan(data, lock=LOCK).warnings if "gemma-3-27b" in w]
 
 
-def test_a_quantization_the_checkpoint_contradicts_is_not_sized() -> None:
-    arch, ckpt = locked("RedHatAI/gemma-3-27b-it-FP8-dynamic")
-    result = fit.assess(arch, gpu("L40S"), replace(BF16, quantization="fp8"), ckpt)
-    assert result.known  # vLLM takes the checkpoint's own format; the weights stay its size
-    assert result.weight_bytes == pytest.approx(ckpt.weight_bytes + arch.buffer_bytes)
+def test_a_quantization_the_checkpoint_contradicts_is_refused() -> None:
+    data = base()
+    per_gpu = {"checkpoint": FP8_OF["google/gemma-3-27b-it"], "quantization": "fp8"}
+    data["models"]["gemma-3-27b"]["per_gpu"] = {"l40s": {**per_gpu, "max_model_len": 8192}}
+    [problem] = refusals(data)
+    assert "quantized with compressed-tensors, not fp8" in problem.message
+    assert "leave quantization unset" in problem.message
+    assert suggested(problem) == ["quantization: null"]
+    build_plan(apply_fix(data, "gemma-3-27b", "l40s", "quantization: null"), lock=LOCK)
+    # the same method as the checkpoint's own is what vLLM reads anyway
+    arch, ckpt = locked("Qwen/Qwen3-VL-30B-A3B-Instruct-FP8")
+    same = fit.assess(
+        arch, gpu("L40S"), replace(BF16, quantization="fp8", max_model_len=8192), ckpt
+    )
+    assert same.fits and same.weight_bytes == pytest.approx(ckpt.weight_bytes + arch.buffer_bytes)
 
 
 def test_unknown_architecture_warns_with_the_fix_and_a_declared_one_is_checked() -> None:
