@@ -96,12 +96,19 @@ class LockEntry:
 class Lock:
     entries: dict[str, LockEntry] = field(default_factory=dict)
     provenance: str = ""
+    _read: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def get(self, hf_id: str, revision: str | None) -> LockEntry | None:
         return self.entries.get(entry_key(hf_id, revision))
 
     def facts(self, hf_id: str, revision: str | None) -> tuple[Architecture, Checkpoint] | str:
         """The checkpoint's facts, or why there are none (a message naming the fix)."""
+        key = entry_key(hf_id, revision)
+        if key not in self._read:  # each entry is read once, however many GPUs serve it
+            self._read[key] = self._facts(hf_id, revision)
+        return self._read[key]
+
+    def _facts(self, hf_id: str, revision: str | None) -> tuple[Architecture, Checkpoint] | str:
         entry = self.get(hf_id, revision)
         if entry is None:
             at = f" at revision {revision}" if revision else ""
