@@ -35,8 +35,12 @@ $(BOOTSTRAP)/bin/uv:
 
 env: .venv/.synced-dev ## set up .venv from uv.lock with every tool (tests, proxy, profiler)
 
-render: .venv/.synced ## render generated/ and litellm/ from deployments.yaml
+render: .venv/.synced ## lock new models (Hugging Face Hub), then render generated/ and litellm/
+	$(MVGEN) lock --missing --config $(CONFIG)
 	$(MVGEN) render --config $(CONFIG)
+
+lock: .venv/.synced ## re-read every model's config.json and sizes from the Hub into the lock file
+	$(MVGEN) lock --config $(CONFIG)
 
 validate: .venv/.synced ## check deployments.yaml
 	$(MVGEN) validate --config $(CONFIG)
@@ -48,11 +52,12 @@ lint: .venv/.synced-test ## ruff on the project and on the generated apps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-check: .venv/.synced-test lint ## the whole test suite; fails when generated files are stale
+check: .venv/.synced-test lint ## the whole test suite; fails when generated files or the lock are stale
+	$(MVGEN) lock --check --config $(CONFIG)
 	$(MVGEN) render --check --config $(CONFIG)
 	$(BIN)/pytest
 
-.PHONY: help env render validate list lint check plan
+.PHONY: help env render lock validate list lint check plan
 
 VLLM ?=
 

@@ -1,10 +1,14 @@
-"""Facts mvgen knows without being told: the GPU types Modal accepts and known model
-architectures. A model not listed here can declare its facts under `architecture:`.
+"""Facts mvgen knows without being told: the GPU types Modal accepts (memory as nvidia-smi
+reports it, Modal's list prices), and the shape of the facts it reads about models.
 
 GPU names are those of Modal's GPU guide, https://modal.com/docs/guide/gpu ("Specifying
 GPU type"). The modal package checks nothing but the form `TYPE[:N]` and upper-cases TYPE
 (modal/_utils/function_utils.py, `parse_gpu_config`), so a wrong name would only fail at
 deploy: mvgen checks it here, case-insensitively, as Modal compares them.
+
+A model's own facts come from its config.json on the Hugging Face Hub, read once by
+`mvgen lock` into deployments.lock.json (mvgen/lock.py), or from `architecture:` in
+deployments.yaml.
 """
 
 from __future__ import annotations
@@ -102,7 +106,24 @@ def nearest_gpu_type(value: str) -> str | None:
 
 
 @dataclass(frozen=True)
+class VisionTower:
+    """A multimodal model's image encoder, as vLLM profiles it at start-up."""
+
+    params: int  # encoder and projector parameters; vLLM keeps a whole copy on every TP rank
+    hidden_size: int
+    layers: int
+    intermediate_size: int
+    patches_per_item: int  # encoder positions of the largest image the processor makes
+    tokens_per_item: int  # language-model tokens of that image
+    output_dim: int  # width of one token the encoder hands the language model
+    video: bool = False  # whether vLLM also profiles a video modality (Qwen-VL)
+
+
+@dataclass(frozen=True)
 class Architecture:
+    """What the fit arithmetic needs to know about a model, read from its config.json
+    (mvgen/hfconfig.py, via the lock) or declared under `architecture:`."""
+
     params_b: float  # parameters, billions
     layers: int
     kv_heads: int
@@ -111,45 +132,22 @@ class Architecture:
     vision: bool = False
     sliding_window: int | None = None  # tokens kept by sliding-window layers
     global_layer_every: int | None = None  # 6 means one global layer in every six
+    vocab_size: int | None = None  # None: sized as the largest common vocabulary (fit.py)
+    hidden_size: int | None = None
+    intermediate_size: int | None = None  # MLP width one token passes through (MoE: active experts)
+    experts: int = 0  # MoE experts per layer; 0 for a dense model
+    tied_embeddings: bool = False  # lm_head shares the token embedding
+    vision_tower: VisionTower | None = None
+    buffer_bytes: int = 0  # non-parameter buffers vLLM builds with the model, on every GPU
 
 
-# From each model's config.json on the Hub, https://huggingface.co/<hf_id>/blob/main/config.json
-KNOWN_MODELS: dict[str, Architecture] = {
-    "google/gemma-3-12b-it": Architecture(
-        params_b=12.19,
-        layers=48,
-        kv_heads=8,
-        head_dim=256,
-        max_context=131_072,
-        vision=True,
-        sliding_window=1024,
-        global_layer_every=6,
-    ),
-    "google/gemma-3-27b-it": Architecture(
-        params_b=27.43,
-        layers=62,
-        kv_heads=16,
-        head_dim=128,
-        max_context=131_072,
-        vision=True,
-        sliding_window=1024,
-        global_layer_every=6,
-    ),
-    "Qwen/Qwen3-VL-30B-A3B-Instruct": Architecture(
-        params_b=31.07,
-        layers=48,
-        kv_heads=4,
-        head_dim=128,
-        max_context=262_144,
-        vision=True,
-    ),
-}
+@dataclass(frozen=True)
+class Checkpoint:
+    """One Hugging Face checkpoint as vLLM loads it: the id, its weights and format."""
 
-
-def known_architecture(hf_id: str) -> Architecture | None:
-    """The catalog entry for a Hugging Face id; ids are case-insensitive on the hub."""
-    folded = hf_id.lower()
-    for known, arch in KNOWN_MODELS.items():
-        if known.lower() == folded:
-            return arch
-    return None
+    hf_id: str
+    revision: str | None = None
+    weight_bytes: int | None = None  # exact, from the safetensors metadata; None: params x dtype
+    dtype: str = "bfloat16"  # torch dtype of the unquantized tensors
+    quantization: str | None = None  # the checkpoint's own quantization_config.quant_method
+    main_dtype: str | None = None  # safetensors dtype holding most parameters, e.g. F8_E4M3

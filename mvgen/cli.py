@@ -144,6 +144,74 @@ def render(config_path: Path, output_dir: Path, check: bool, api_bases: tuple[st
     click.echo(f"rendered {len(files)} files into {output_dir}: {summary}")
 
 
+@main.command()
+@config_option
+@click.option(
+    "--missing",
+    "only_missing",
+    is_flag=True,
+    help="Read only checkpoints the lock lacks; when the Hub is unreachable, warn and go on.",
+)
+@click.option("--check", is_flag=True, help="Read nothing; exit 1 if an entry is missing.")
+@friendly_errors
+def lock(config_path: Path, only_missing: bool, check: bool) -> None:
+    """Read each model's config.json and weight sizes from the Hugging Face Hub into the
+    lock file beside the config (deployments.lock.json), which the other commands read
+    offline. HF_TOKEN opens gated models; HF_ENDPOINT picks another Hub."""
+    from mvgen import lock as lockfile
+    from mvgen.hub import Hub, HubError, HubUnreachable
+    from mvgen.loader import load_yaml
+    from mvgen.schema import schema_problems
+
+    data, lines = load_yaml(config_path)
+    if not isinstance(data, dict) or schema_problems(data, lines):
+        load(config_path)  # the same errors validate prints
+        return
+    path = lockfile.lock_path(config_path)
+    current = lockfile.read_lock(path)
+    refs = lockfile.wanted_checkpoints(data)
+    missing = lockfile.missing_entries(current, refs)
+    if check:
+        for ref in missing:
+            click.echo(f"{path.name}: no entry for {ref.hf_id} ({ref.where})", err=True)
+        if missing:
+            click.echo(f"run `{lockfile.LOCK_COMMAND}` (needs the Hugging Face Hub)", err=True)
+            sys.exit(1)
+        click.echo(f"{path.name}: up to date ({len(refs)} checkpoints)")
+        return
+    hub = Hub.from_env()
+    try:
+        new, fetched = lockfile.refreshed(
+            current,
+            refs,
+            hub.fetch,
+            only_missing=only_missing,
+            provenance=f"Read from {hub.endpoint} by `mvgen lock`.",
+        )
+    except HubUnreachable as exc:
+        if not only_missing:
+            click.echo(f"error: {exc}; {path.name} is unchanged", err=True)
+            sys.exit(1)
+        names = ", ".join(r.hf_id for r in missing)
+        click.echo(
+            f"warning: {exc}; {path.name} lacks {names}, whose fit stays unknown until "
+            f"`{lockfile.LOCK_COMMAND}` reaches the Hub",
+            err=True,
+        )
+        return
+    except HubError as exc:
+        click.echo(f"error: {exc}; {path.name} is unchanged", err=True)
+        sys.exit(EXIT_CONFIG)
+    if new != current:
+        lockfile.write_lock(path, new)
+    for ref in fetched:
+        click.echo(f"   locked  {ref.hf_id}{'@' + ref.revision if ref.revision else ''}")
+    if fetched:
+        click.echo(f"{path.name}: {len(refs)} checkpoints, {len(fetched)} read from {hub.endpoint}")
+    else:
+        click.echo(f"{path.name}: up to date ({len(refs)} checkpoints)")
+
+
 @main.command(name="list")
 @config_option
 @friendly_errors

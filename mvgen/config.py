@@ -12,13 +12,15 @@ from typing import Any
 from mvgen import checks
 from mvgen.catalog import (
     Architecture,
+    Checkpoint,
+    VisionTower,
     gpu_type,
-    known_architecture,
     modal_gpu_names,
     nearest_gpu_type,
 )
 from mvgen.errors import ConfigError, Problem, did_you_mean, format_path
 from mvgen.loader import Lines, load_yaml
+from mvgen.lock import Lock, lock_path, read_lock
 from mvgen.plan import (
     GATEWAY_FUNCTION,
     App,
@@ -45,10 +47,14 @@ def load_plan(
     skip_checks: Collection[str] = (),
     workspace: str | None = None,
 ) -> Plan:
-    """Read and check `path`; raise ConfigError listing every problem. `workspace` is
-    used when the file sets none (the one Modal's profile names, see workspace.py)."""
+    """Read and check `path` and the lock file beside it (deployments.lock.json); raise
+    ConfigError listing every problem. `workspace` is used when the file sets none (the
+    one Modal's profile names, see workspace.py)."""
     data, lines = load_yaml(path)
-    return build_plan(data, lines, source=path.name, skip_checks=skip_checks, workspace=workspace)
+    lock = read_lock(lock_path(path))
+    return build_plan(
+        data, lines, source=path.name, skip_checks=skip_checks, workspace=workspace, lock=lock
+    )
 
 
 def build_plan(
@@ -58,7 +64,10 @@ def build_plan(
     *,
     skip_checks: Collection[str] = (),
     workspace: str | None = None,
+    lock: Lock | None = None,
 ) -> Plan:
+    """`lock` supplies each checkpoint's facts; without it every model not declaring
+    `architecture:` has an unknown fit (a warning naming `make lock`)."""
     lines = lines or {}
     if not isinstance(data, dict):
         raise ConfigError(
@@ -70,8 +79,9 @@ def build_plan(
         raise ConfigError(problems, source)
     problems, warnings = [], []
     gpus = _gpus(data["gpus"], lines, problems)
-    models = _models(data["models"], lines, problems)
-    deployments = _deployments(data, gpus, models, lines, problems)
+    lock = lock or Lock()
+    models = _models(data["models"], lock)
+    deployments = _deployments(data, gpus, models, lock, lines, problems)
     plan = _assemble(data, source, gpus, models, deployments, workspace)
     problems += checks.run(plan, lines, warnings, skip_checks)
     if problems:
@@ -103,12 +113,13 @@ def _unknown_gpu_type(key: str, value: str, lines: Lines) -> Problem:
     )
 
 
-def _models(raw: dict[str, Any], lines: Lines, problems: list[Problem]) -> dict[str, Model]:
+def _models(raw: dict[str, Any], lock: Lock) -> dict[str, Model]:
     models = {}
     for key, spec in raw.items():
         hf_id = spec["hf_id"]
         served = spec.get("served_name", hf_id)
         aliases = _unique_names([key, hf_id, *spec.get("aliases", [])], exclude=served)
+        facts = _facts(spec, hf_id, spec.get("revision"), lock)
         models[key] = Model(
             key=key,
             hf_id=hf_id,
@@ -117,8 +128,9 @@ def _models(raw: dict[str, Any], lines: Lines, problems: list[Problem]) -> dict[
             revision=spec.get("revision"),
             tool_parser=spec.get("tool_parser"),
             reasoning_parser=spec.get("reasoning_parser"),
-            architecture=_architecture(spec),
+            architecture=facts[1],
             litellm_order=tuple(spec.get("litellm_order", ())),
+            unknown_reason=facts[2],
         )
     return models
 
@@ -134,16 +146,34 @@ def _unique_names(names: list[str], exclude: str) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _architecture(spec: dict[str, Any]) -> Architecture | None:
+def _facts(
+    spec: dict[str, Any], hf_id: str, revision: str | None, lock: Lock
+) -> tuple[Checkpoint, Architecture | None, str | None]:
+    """A checkpoint's facts: the lock's reading of its config.json, with `architecture:`
+    taking the place of that reading when the model declares one."""
+    found = lock.facts(hf_id, revision)
+    checkpoint, arch, reason = Checkpoint(hf_id, revision), None, None
+    if isinstance(found, str):
+        reason = found
+    else:
+        arch, checkpoint = found
     if "architecture" in spec:
-        return Architecture(**spec["architecture"])
-    return known_architecture(spec["hf_id"])
+        arch, reason = declared_architecture(spec["architecture"]), None
+    return checkpoint, arch, reason
+
+
+def declared_architecture(raw: dict[str, Any]) -> Architecture:
+    fields_ = dict(raw)
+    if isinstance(fields_.get("vision_tower"), dict):
+        fields_["vision_tower"] = VisionTower(**fields_["vision_tower"])
+    return Architecture(**fields_)
 
 
 def _deployments(
     data: dict[str, Any],
     gpus: dict[str, Gpu],
     models: dict[str, Model],
+    lock: Lock,
     lines: Lines,
     problems: list[Problem],
 ) -> list[Deployment]:
@@ -155,7 +185,17 @@ def _deployments(
         for i, gpu_key in enumerate(wanted):
             if gpu_key not in data["gpus"]:
                 problems.append(_unknown_ref(("models", key, "gpus", i), gpu_key, gpus, lines))
-        for gpu_key in spec.get("per_gpu", {}):
+        for gpu_key, per_gpu in spec.get("per_gpu", {}).items():
+            if "revision" in per_gpu and "checkpoint" not in per_gpu:
+                problems.append(
+                    Problem(
+                        f"models.{key}.per_gpu.{gpu_key}.revision",
+                        "a per-GPU revision pins that GPU's checkpoint, and none is set",
+                        lines.get(("models", key, "per_gpu", gpu_key, "revision")),
+                        f"set models.{key}.revision to pin {spec['hf_id']} everywhere, or add "
+                        f"checkpoint: to models.{key}.per_gpu.{gpu_key}",
+                    )
+                )
             if gpu_key not in data["gpus"]:
                 path = ("models", key, "per_gpu", gpu_key)
                 problems.append(_unknown_ref(path, gpu_key, gpus, lines))
@@ -171,17 +211,42 @@ def _deployments(
         problems += _order_problems(key, spec.get("litellm_order", []), wanted, lines)
         for gpu_key in [g for g in data["gpus"] if g in wanted]:  # in gpus: order
             if gpu_key in gpus:
-                layers = (defaults, spec, spec.get("per_gpu", {}).get(gpu_key, {}))
+                per_gpu = spec.get("per_gpu", {}).get(gpu_key, {})
+                layers = (defaults, spec, per_gpu)
                 paths = (("defaults",), ("models", key), ("models", key, "per_gpu", gpu_key))
-                out.append(
-                    Deployment(
-                        model,
-                        gpus[gpu_key],
-                        _settings(*layers),
-                        *_setting_paths(zip(paths, layers, strict=True)),
-                    )
-                )
+                settings = _settings(*layers)
+                where = _setting_paths(zip(paths, layers, strict=True))
+                out.append(_deployment(model, gpus[gpu_key], settings, where, spec, per_gpu, lock))
     return out
+
+
+def _deployment(
+    model: Model,
+    gpu: Gpu,
+    settings: Settings,
+    where: tuple[dict[str, YamlPath], tuple[YamlPath, ...]],
+    spec: dict[str, Any],
+    per_gpu: dict[str, Any],
+    lock: Lock,
+) -> Deployment:
+    """One model on one GPU, loading its own checkpoint there when per_gpu names one."""
+    if not per_gpu.get("checkpoint"):
+        checkpoint, arch, reason = _facts(spec, model.hf_id, model.revision, lock)
+    else:
+        checkpoint, arch, reason = _facts(
+            spec, per_gpu["checkpoint"], per_gpu.get("revision"), lock
+        )
+    setting_paths, extra_args_paths = where
+    return Deployment(
+        model,
+        gpu,
+        settings,
+        checkpoint,
+        arch,
+        reason,
+        setting_paths=setting_paths,
+        extra_args_paths=extra_args_paths,
+    )
 
 
 def _order_problems(model: str, order: list[str], wanted: list[str], lines: Lines) -> list[Problem]:

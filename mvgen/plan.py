@@ -9,7 +9,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from mvgen.catalog import Architecture, GpuType
+from mvgen.catalog import Architecture, Checkpoint, GpuType
 
 VLLM_PORT = 8000  # vLLM listens here inside its container, never on a public port
 GATEWAY_FUNCTION = "serve"  # name of the one web function per app: .../<app>-serve.modal.run
@@ -26,6 +26,7 @@ class Settings:
     gpu_memory_utilization: float = 0.90
     quantization: str | None = None
     gpu_count: int = 1
+    max_num_seqs: int | None = None  # None: vLLM's default for the GPU (fit.default_max_num_seqs)
     fast_boot: bool = True
     gpu_snapshot: bool = False
     limit_mm_per_prompt: dict[str, int] | None = None
@@ -64,9 +65,10 @@ class Model:
     aliases: tuple[str, ...]  # every other accepted name, short name and hf_id included
     revision: str | None
     tool_parser: str | None
-    architecture: Architecture | None
+    architecture: Architecture | None  # declared, or from the lock's config.json of hf_id
     reasoning_parser: str | None = None
     litellm_order: tuple[str, ...] = ()  # GPUs the LiteLLM group tries first, in order
+    unknown_reason: str | None = None  # why architecture is None (names the fix)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -80,6 +82,9 @@ class Deployment:
     model: Model
     gpu: Gpu
     settings: Settings
+    checkpoint: Checkpoint  # what vLLM loads here: hf_id, or per_gpu.<gpu>.checkpoint
+    architecture: Architecture | None  # of that checkpoint; None when unknown
+    unknown_reason: str | None = None  # why architecture is None (names the fix)
     # Where deployments.yaml set each setting, for error paths: setting -> its key in the
     # layer that won; extra_args item by item, since they add up across layers.
     setting_paths: Mapping[str, YamlPath] = field(default_factory=dict, compare=False)
@@ -101,16 +106,19 @@ class Deployment:
         return f"{self.model.key}-{self.gpu.key}"
 
     def vllm_command(self) -> list[str]:
-        """The `vllm serve` command line: model first, as newer vLLM requires."""
+        """The `vllm serve` command line: model first, as newer vLLM requires. A per-GPU
+        checkpoint changes what is loaded, never the names clients use."""
         s = self.settings
-        cmd = ["vllm", "serve", self.model.hf_id]
-        if self.model.revision:
-            cmd += ["--revision", self.model.revision]
+        cmd = ["vllm", "serve", self.checkpoint.hf_id]
+        if self.checkpoint.revision:
+            cmd += ["--revision", self.checkpoint.revision]
         cmd += ["--served-model-name", *self.model.names]
         cmd += ["--host", "127.0.0.1", "--port", str(VLLM_PORT)]
         cmd += ["--max-model-len", str(s.max_model_len)]
         cmd += ["--gpu-memory-utilization", f"{s.gpu_memory_utilization:g}"]
         cmd += ["--tensor-parallel-size", str(s.gpu_count)]
+        if s.max_num_seqs is not None:
+            cmd += ["--max-num-seqs", str(s.max_num_seqs)]
         if s.fast_boot:
             cmd.append("--enforce-eager")
         if self.model.tool_parser:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mvgen.catalog import PRICES_READ_ON
-from mvgen.fit import GIB, Fit, assess_deployment, fixes, refusal
+from mvgen.fit import GIB, KV_TOLERANCE_GIB, Fit, assess_deployment, fixes, refusal, weight_label
 from mvgen.plan import Deployment, Plan
 from mvgen.render import Change, plan_changes, render_files
 
@@ -82,8 +82,10 @@ class Report:
         Validation (and so `make render`) refuses the first two; the plan shows them with
         the rest of the figures instead.
         """
-        out = [_misfit(row) for row in self.rows if row.fit.known and not row.fit.fits]
         plan = self.plan
+        out = [
+            _misfit(row, plan.image.vllm) for row in self.rows if row.fit.known and not row.fit.fits
+        ]
         if plan.endpoints_needed > plan.endpoint_limit:
             out.append(
                 f"{plan.mode} mode needs {plan.endpoints_needed} web endpoints but "
@@ -100,12 +102,10 @@ class Report:
         return row.fit.fits and row.fit.sequences < self.plan.fit_min_sequences
 
 
-def _misfit(row: Row) -> str:
+def _misfit(row: Row, vllm: str) -> str:
     d = row.deployment
-    arch = d.model.architecture
-    assert arch is not None  # a known fit has an architecture
-    hint = fixes(arch, d.gpu.type, d.settings, row.fit)
-    text = f"models.{d.model.key}.per_gpu.{d.gpu.key}: {refusal(d, row.fit)}"
+    hint = fixes(d, row.fit, vllm)
+    text = f"models.{d.model.key}.per_gpu.{d.gpu.key}: {refusal(d, row.fit, vllm)}"
     return text + (f"; fixes: {'; '.join(hint)}" if hint else "")
 
 
@@ -120,7 +120,7 @@ def build_report(
                 Row(
                     app=app.name,
                     deployment=d,
-                    fit=assess_deployment(d),
+                    fit=assess_deployment(d, plan.image.vllm),
                     per_hour=per_hour,
                     per_burst=burst_cost(per_hour, burst_minutes, d.settings.scaledown_window),
                     per_day_always_on=always_on_cost(per_hour, d.settings.min_containers),
@@ -185,22 +185,45 @@ def _change_json(report: Report, change: Change) -> dict[str, str]:
 
 def _row_json(report: Report, row: Row) -> dict[str, Any]:
     d, fit = row.deployment, row.fit
+    known = fit.known
     return {
         "model": d.model.key,
         "route": d.route,
         "gpu": d.gpu_spec,
+        "checkpoint": d.checkpoint.hf_id,
         "max_model_len": d.settings.max_model_len,
         "quantization": d.settings.quantization,
+        "weights": weight_label(d),
         "fit": {
             "status": fit.status,
             "reason": fit.reason,
             "below_min_sequences": report.low(row),
-            "weights_gib": _gib(fit.weight_bytes) if fit.known else None,
-            "overhead_gib": _gib(fit.overhead_bytes) if fit.known else None,
-            "kv_budget_gib": _gib(fit.kv_budget_bytes) if fit.known else None,
-            "kv_bytes_per_token": fit.kv_bytes_per_token if fit.known else None,
-            "kv_per_sequence_gib": _gib(fit.sequence_bytes) if fit.known else None,
-            "sequences": round(fit.sequences, 2) if fit.known else None,
+            "torch_visible_gib": _gib(fit.visible_bytes) if known else None,
+            "usable_gib": _gib(fit.usable_bytes) if known else None,
+            "weights_gib": _gib(fit.weight_bytes) if known else None,
+            "load_peak_gib": _gib(fit.load_peak_bytes) if known else None,
+            "profile_gib": _gib(fit.profile_bytes) if known else None,
+            "sampler_gib": _gib(fit.sampler_bytes) if known else None,
+            "encoder_gib": _gib(fit.encoder_bytes) if known else None,
+            "non_torch_gib": _gib(fit.non_torch_bytes) if known else None,
+            "overhead_gib": _gib(fit.overhead_bytes) if known else None,
+            "kv_budget_gib": _gib(fit.kv_budget_bytes) if known else None,
+            "kv_budget_range_gib": (
+                [
+                    _gib(fit.kv_budget_bytes - fit.below_bytes),
+                    _gib(fit.kv_budget_bytes + fit.above_bytes),
+                ]
+                if known
+                else None
+            ),
+            "kv_bytes_per_token": fit.kv_bytes_per_token if known else None,
+            "kv_per_sequence_gib": _gib(fit.sequence_bytes) if known else None,
+            "sequences": round(fit.sequences, 2) if known else None,
+            "sequences_range": (
+                [round(fit.sequences_low, 2), round(fit.sequences_high, 2)] if known else None
+            ),
+            "max_num_seqs": fit.max_num_seqs if known else None,
+            "max_num_batched_tokens": fit.batched_tokens if known else None,
             "longest_max_model_len": fit.longest_len,
         },
         "cost": {
@@ -227,21 +250,32 @@ def print_report(report: Report) -> None:
 
     console = Console()
     if not console.is_terminal:
-        console.width = max(console.width, 150)  # a pipe or a test: don't fold the table
+        console.width = max(console.width, 180)  # a pipe or a test: don't fold the table
     plan = report.plan
     table = Table(title=f"mvgen plan: {plan.source}, {plan.mode} mode")
     for name, justify in COLUMNS:
-        table.add_column(name, justify=justify, overflow="fold")
+        table.add_column(name, justify=justify, overflow="fold", no_wrap=justify == "right")
     for i, row in enumerate(report.rows):
         last_of_app = i + 1 == len(report.rows) or report.rows[i + 1].app != row.app
         table.add_row(*_cells(report, row), end_section=last_of_app)
     console.print(table)
     console.print(
-        f"seqs: full-length sequences the KV cache holds at once ({plan.fit_min_sequences}+ "
-        f"wanted: fit.min_sequences). $/h: Modal GPU list prices read {PRICES_READ_ON}, GPU "
+        f"KV budget: per GPU, and how far it may be off: {KV_TOLERANCE_GIB:g} GiB, the fit's "
+        "tolerance against published vLLM start-up logs, and more above where an image-encoder "
+        "estimate sets the start-up peak (docs/plan.md). seqs: full-length sequences the KV "
+        f"cache holds at once, and their range over that span ({plan.fit_min_sequences}+ wanted: "
+        f"fit.min_sequences). $/h: Modal GPU list prices read {PRICES_READ_ON}, GPU "
         f"time only. $/burst: {report.burst_minutes:g} min of use from zero plus the "
         "scaledown_window idle. $/day on: min_containers kept up all day."
     )
+    for row in report.rows:
+        if not row.fit.known:
+            d = row.deployment
+            console.print(
+                f"fit unknown: {d.model.key} on {d.gpu_spec}: {row.fit.reason}",
+                markup=False,
+                soft_wrap=True,
+            )
     console.print(f"web endpoints: {plan.endpoints_needed} of {plan.endpoint_limit}")
     if report.pending:
         console.print(f"make render would change {len(report.pending)} file(s):")
@@ -280,16 +314,24 @@ def _cells(report: Report, row: Row) -> tuple[str, ...]:
         row.app,
         d.model.key,
         d.gpu_spec,
-        d.settings.quantization or "bf16",
+        weight_label(d),
         str(d.settings.max_model_len),
         f"{fit.weight_bytes / GIB:.1f} GiB" if known else "?",
-        f"{fit.kv_budget_bytes / GIB:.1f} GiB" if known else "?",
+        _budget(fit) if known else "?",
         f"{fit.sequence_bytes / GIB:.2f} GiB" if known else "?",
-        f"{fit.sequences:.1f}" if known else "?",
+        f"{fit.sequences:.1f} ({fit.sequences_low:.1f}-{fit.sequences_high:.1f})" if known else "?",
         label,
         _money(row.per_hour),
         _money(row.per_burst),
         _money(row.per_day_always_on),
+    )
+
+
+def _budget(fit: Fit) -> str:
+    """The KV budget and how far the published logs say it may be off, e.g. 17.3 -0.5/+0.5."""
+    return (
+        f"{fit.kv_budget_bytes / GIB:.1f} GiB "
+        f"-{fit.below_bytes / GIB:.1f}/+{fit.above_bytes / GIB:.1f}"
     )
 
 

@@ -26,12 +26,13 @@ from mvgen.vllm_flags import (
 # caught). A second copy in extra_args wins in vLLM (argparse keeps the last) while the plan,
 # the fit check and LiteLLM go by the field.
 FIELD_FOR_DEST = {
-    "model": "hf_id",
+    "model": "hf_id (or per_gpu.<gpu>.checkpoint)",
     "revision": "revision",
     "served_model_name": "served_name and aliases",
     "max_model_len": "max_model_len",
     "gpu_memory_utilization": "gpu_memory_utilization",
     "tensor_parallel_size": "gpu_count",
+    "max_num_seqs": "max_num_seqs",
     "enforce_eager": "fast_boot",
     "enable_auto_tool_choice": "tool_parser",
     "tool_call_parser": "tool_parser",

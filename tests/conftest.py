@@ -4,6 +4,7 @@ CLI runner."""
 from __future__ import annotations
 
 import os
+import shutil
 import textwrap
 from pathlib import Path
 
@@ -14,6 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # Tests of the committed deployments.yaml hold for any valid content; tests about the
 # seed's 3 models x 5 GPUs read this copy of it instead.
 SEED_CONFIG = ROOT / "tests" / "data" / "seed-deployments.yaml"
+SEED_LOCK = ROOT / "tests" / "data" / "seed-deployments.lock.json"
 
 # A small valid config in gpu mode; tests edit it to make one thing wrong at a time.
 BASE_CONFIG = textwrap.dedent(
@@ -37,11 +39,24 @@ BASE_CONFIG = textwrap.dedent(
 )
 
 
+def copy_seed_lock(config: Path) -> Path:
+    """Put the seed's lock file (the seed models' config.json facts) beside `config`, so
+    mvgen knows those models' shapes; without it their fit is unknown, as for any config
+    whose models were never locked."""
+    from mvgen.lock import lock_path
+
+    target = lock_path(config)
+    shutil.copy(SEED_LOCK, target)
+    return target
+
+
 @pytest.fixture
 def write_config(tmp_path: Path):
-    def write(text: str = BASE_CONFIG, name: str = "deployments.yaml") -> Path:
+    def write(text: str = BASE_CONFIG, name: str = "deployments.yaml", lock: bool = False) -> Path:
         path = tmp_path / name
         path.write_text(textwrap.dedent(text), encoding="utf-8")
+        if lock:
+            copy_seed_lock(path)
         return path
 
     return write

@@ -14,7 +14,7 @@ from mvgen.errors import ConfigError
 
 
 def errors_for(write_config, text: str) -> str:
-    path = write_config(text)
+    path = write_config(text, lock=True)  # the models' shapes, for the checks that need them
     with pytest.raises(ConfigError) as info:
         load_plan(path)
     return info.value.render()

@@ -13,20 +13,23 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import SEED_CONFIG, run_cli
+from conftest import SEED_CONFIG, copy_seed_lock, run_cli
 
 from mvgen.catalog import GPU_TYPES, PRICES_READ_ON
 from mvgen.config import load_plan
-from mvgen.fit import GIB, assess_deployment
+from mvgen.fit import GIB, KV_TOLERANCE_GIB, assess_in
 from mvgen.planview import always_on_cost, burst_cost, hourly_cost
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    """The seed's config and a fresh render of it, safe to edit."""
-    shutil.copy(SEED_CONFIG, tmp_path / "deployments.yaml")
-    config = str(tmp_path / "deployments.yaml")
-    assert run_cli("render", "--config", config, "--output-dir", str(tmp_path)).exit_code == 0
+    """The seed's config (tests/data/seed-deployments.yaml), its lock and a fresh render of
+    it, safe to edit."""
+    config = tmp_path / "deployments.yaml"
+    shutil.copy(SEED_CONFIG, config)
+    copy_seed_lock(config)
+    rendered = run_cli("render", "--config", str(config), "--output-dir", str(tmp_path))
+    assert rendered.exit_code == 0, rendered.output
     return tmp_path
 
 
@@ -50,11 +53,14 @@ def test_table_shows_fit_and_cost_for_every_pair(project: Path) -> None:
     for app in plan.apps:
         for d in app.deployments:
             [row] = [ln for ln in lines if f" {app.name} " in ln and f" {d.model.key} " in ln]
-            figures = assess_deployment(d)
-            assert f"{figures.sequences:.1f}" in row
-            assert f"{figures.kv_budget_bytes / GIB:.1f} GiB" in row
+            figures = assess_in(plan, d)
+            assert f"{figures.sequences:.1f} ({figures.sequences_low:.1f}-" in row
+            below, above = figures.below_bytes / GIB, figures.above_bytes / GIB
+            assert f"{figures.kv_budget_bytes / GIB:.1f} GiB -{below:.1f}/+{above:.1f}" in row
+            assert below == KV_TOLERANCE_GIB and above >= below
             assert f"{d.gpu.type.usd_per_hour * d.settings.gpu_count:.2f}" in row
     assert PRICES_READ_ON in result.stdout
+    assert f"{KV_TOLERANCE_GIB:g} GiB, the fit's tolerance" in result.stdout
     assert f"web endpoints: {plan.endpoints_needed} of {plan.endpoint_limit}" in result.stdout
     assert "make render would change nothing" in result.stdout
 
@@ -71,10 +77,16 @@ def test_json_has_every_app_model_figure_and_cost(project: Path) -> None:
     by_route = {m["route"]: m for a in data["apps"] for m in a["models"]}
     assert set(by_route) == {d.route for d in plan.deployments}
     for d in plan.deployments:
-        entry, figures = by_route[d.route], assess_deployment(d)
+        entry, figures = by_route[d.route], assess_in(plan, d)
         assert entry["fit"]["status"] == "fits"
         assert entry["fit"]["sequences"] == round(figures.sequences, 2)
         assert entry["fit"]["weights_gib"] == round(figures.weight_bytes / GIB, 2)
+        low_kv, high_kv = entry["fit"]["kv_budget_range_gib"]
+        assert low_kv == round((figures.kv_budget_bytes - KV_TOLERANCE_GIB * GIB) / GIB, 2)
+        assert high_kv >= round((figures.kv_budget_bytes + KV_TOLERANCE_GIB * GIB) / GIB, 2)
+        low, high = entry["fit"]["sequences_range"]
+        assert low <= entry["fit"]["sequences"] <= high
+        assert entry["checkpoint"] == d.checkpoint.hf_id
         price = d.gpu.type.usd_per_hour * d.settings.gpu_count
         assert entry["cost"]["usd_per_hour"] == round(price, 2)
         burst = price * (data["burst_minutes"] * 60 + d.settings.scaledown_window) / 3600
@@ -144,14 +156,15 @@ def test_a_fresh_directory_would_get_every_file_added(tmp_path: Path) -> None:
 
 
 def test_a_pair_that_does_not_fit_fails_the_plan_with_fixes(project: Path) -> None:
-    # comment out gemma-3-27b's fp8 on L40S: 55 GB of bf16 weights on a 46 GB GPU
-    edit(project, "at 0.95\n      l40s: {", "at 0.95\n      # l40s: {")
+    # gemma-3-27b's bf16 checkpoint on L40S: 51 GiB of weights on a 44 GiB GPU
+    edit(project, "        checkpoint: RedHatAI/gemma-3-27b-it-FP8-dynamic\n", "")
     result = plan_cmd(project)
     assert result.exit_code == 1
     assert "mvgen plan" in result.stdout  # the table, with the failing row in it
     failure = next(ln for ln in result.stdout.splitlines() if "would fail: models.gemma-3" in ln)
     assert "models.gemma-3-27b.per_gpu.l40s" in failure
-    assert "quantization: fp8" in failure
+    assert "runs out of memory while loading" in failure
+    assert "per_gpu.l40s.checkpoint: an FP8 checkpoint" in failure
     # validation, and so render, still refuses the same config
     refused = run_cli("validate", "--config", str(project / "deployments.yaml"))
     assert refused.exit_code == 2

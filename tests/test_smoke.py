@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import run_cli
+from conftest import copy_seed_lock, run_cli
 from gateway_fixtures import API_KEY, gateway_over, serve_asgi, temporary_env
 from smoke_standin import ScriptedStandin, matching
 from standin_vllm import StandinConfig, free_port
@@ -45,7 +45,8 @@ from mvgen.smoke import (
     target_for,
 )
 
-# One vision model (from the catalog) and one text-only model (declared architecture).
+# One vision model (facts from the seed's lock file) and one text-only model (declared
+# architecture).
 CONFIG = """\
 mode: gpu
 workspace: acme
@@ -65,6 +66,7 @@ ALL_MODEL_CHECKS = {name for name, _ in MODEL_CHECKS}
 def config_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("smoke") / "deployments.yaml"
     path.write_text(CONFIG)
+    copy_seed_lock(path)
     return path
 
 

@@ -37,7 +37,13 @@ def only_problem(write_config, text: str) -> Problem:
 
 
 def test_valid_extra_args_pass(write_config) -> None:
-    args = ["--max-num-seqs", "16", "--kv-cache-dtype", "fp8", "--max-num-batched-tokens=2048"]
+    args = [
+        "--max-num-partial-prefills",
+        "2",
+        "--kv-cache-dtype",
+        "fp8",
+        "--max-num-batched-tokens=2048",
+    ]
     plan = load_plan(write_config(with_defaults(extra_args=args)))
     assert all(d.vllm_command()[-len(args) :] == args for d in plan.deployments)
 
@@ -64,9 +70,9 @@ def test_a_flag_of_another_version_is_unknown(write_config) -> None:
 @pytest.mark.parametrize(
     ("args", "index", "reason"),
     [
-        (["--max-num-seqs"], 0, "missing its value"),
+        (["--max-num-batched-tokens"], 0, "missing its value"),
         (["--enable-prefix-caching=yes"], 0, "takes no value"),
-        (["--max-num-seqs", "16", "stray"], 2, "unexpected positional"),
+        (["--max-num-batched-tokens", "4096", "stray"], 2, "unexpected positional"),
     ],
 )
 def test_malformed_items(write_config, args: list[str], index: int, reason: str) -> None:
@@ -168,7 +174,8 @@ MANAGED = [
     (["--limit-mm-per-prompt", '{"image": 1}'], "limit_mm_per_prompt"),
     (["--revision", "main"], "revision"),
     (["--enable-sleep-mode"], "gpu_snapshot"),
-    (["--model", "org/other"], "hf_id"),
+    (["--model", "org/other"], "hf_id (or per_gpu.<gpu>.checkpoint)"),
+    (["--max-num-seqs", "16"], "max_num_seqs"),
 ]
 
 
