@@ -3,7 +3,7 @@
 `VllmProcess` starts `vllm serve`, waits for its /health and watches it: when vLLM dies
 the generated app's callback ends the container, so Modal replaces it instead of the
 pool serving errors until scale-down. `PoolServer` is what the generated Modal class's
-methods delegate to; it speaks the plain-data wire format of backends.py.
+methods delegate to; it speaks the plain-data wire format of modal_backend.py.
 """
 
 from __future__ import annotations
@@ -19,15 +19,14 @@ from typing import Any
 
 import httpx
 
-from .backends import (
-    HttpUpstream,
+from .backends import HttpUpstream, new_http_client
+from .errors import ApiError
+from .modal_backend import (
     error_response,
-    new_http_client,
     response_to_wire,
     stream_error_to_wire,
     stream_start_to_wire,
 )
-from .errors import ApiError
 
 log = logging.getLogger("mvgen.vllm")
 
@@ -165,7 +164,7 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
 
 class PoolServer:
     """Answers `request` / `stream` calls from the gateway with the local vLLM's
-    response, as plain picklable data (see the wire helpers in backends.py)."""
+    response, as plain picklable data (see the wire helpers in modal_backend.py)."""
 
     def __init__(self, port: int, *, timeout: float = 600.0) -> None:
         self._client = new_http_client(timeout)
