@@ -329,7 +329,8 @@ def test_shutdown_cancels_calls_in_flight() -> None:
         backend = ModalBackend(pool_class(modal_client), client=modal_client)
 
         async def shut_down_while_waiting() -> None:
-            waiting = asyncio.ensure_future(backend.request(model, "/v1/completions", {}))
+            body = {"model": ALPHA, "prompt": "x"}
+            waiting = asyncio.ensure_future(backend.request(model, "/v1/completions", body))
             while not server.first("FunctionGetOutputs"):  # the gateway holds the call
                 await asyncio.sleep(0.01)
             await backend.aclose()
@@ -339,6 +340,7 @@ def test_shutdown_cancels_calls_in_flight() -> None:
         asyncio.run(shut_down_while_waiting())
         (call,) = server.spawned()
         assert server.cancelled_call_ids() == [call.call_id]
+        wait_until(lambda: disconnected(vllm, 0), 10, "vLLM's request still open")
 
 
 class _SlowSpawn:
