@@ -86,8 +86,9 @@ test-all: .venv/.synced ## smoke-test every app; key from VLLM_API_KEY
 
 BENCH_ARGS ?=
 
-bench: .venv/.synced ## benchmarks (tables, ~15 min): generator speed, gateway vs direct vs LiteLLM
+bench: .venv/.synced ## benchmarks (tables, ~17 min): generator speed, gateway vs direct vs LiteLLM, streams through Modal
 	$(UV) run --locked python benchmarks/bench_generator.py
 	$(UV) run --locked python benchmarks/bench_gateway.py $(BENCH_ARGS)
+	$(UV) run --locked python benchmarks/bench_modal_stream.py $(findstring --quick,$(BENCH_ARGS))
 
 .PHONY: bench

@@ -5,16 +5,21 @@ It is not Modal. It is a grpclib server implementing the few RPCs of Modal's API
 gpu-mode gateway calls its container pools: the class lookup (ClassGet, FunctionGet,
 FunctionBindParams), spawning and results (FunctionMap, FunctionGetOutputs),
 cancellation (FunctionCallCancel) and queues (QueueGetOrCreate, QueueGetById,
-QueueHeartbeat, QueuePut, QueueGet). Any other RPC answers UNIMPLEMENTED, so a client
-path nobody expected fails loudly. A modal client reaches it through modal's own
-`server_url` setting (MODAL_SERVER_URL); see `standin_client`.
+QueueHeartbeat, QueuePut, QueueGet); for generator methods (the design mvgen used
+before, kept for benchmarks) also FunctionCallPutDataOut and FunctionCallGetDataOut.
+Any other RPC answers UNIMPLEMENTED, so a client path nobody expected fails loudly. A
+modal client reaches it through modal's own `server_url` setting (MODAL_SERVER_URL);
+see `connect`.
 
 It also plays the GPU containers: each spawned input runs `run_input(params, method,
 args, kwargs)` as an asyncio task after a simulated cold start, and FunctionCallCancel
 cancels that task, as Modal's container runtime does for an async input
-(modal/_container_entrypoint.py, `call_function`). What Modal's servers do in between
-(scheduling, the container heartbeat that carries a cancellation, queue storage) is
-modelled only as far as the client can observe it.
+(modal/_container_entrypoint.py, `call_function`). A generator's items go back the way
+Modal's container runtime sends them: whatever is ready, in one FunctionCallPutDataOut
+per batch (modal/_runtime/container_io_manager.py, `generator_output_sender`), here on a
+plain grpclib channel to itself. What Modal's servers do in between (scheduling, the
+container heartbeat that carries a cancellation, queue storage) is modelled only as far
+as the client can observe it.
 
 Every RPC is recorded (name, request, time) for assertions.
 """
@@ -35,10 +40,11 @@ from typing import Any
 import modal
 from google.protobuf import empty_pb2
 from grpclib import GRPCError, Status
+from grpclib.client import Channel
 from grpclib.server import Server
 from modal._serialization import deserialize, serialize
 from modal_proto import api_pb2
-from modal_proto.api_grpc import ModalClientBase
+from modal_proto.api_grpc import ModalClientBase, ModalClientStub
 from standin_vllm import free_port
 
 RunInput = Callable[[dict[str, str], str, tuple, dict], Awaitable[Any]]
@@ -68,6 +74,9 @@ class SpawnedCall:
     result: Any = None  # api_pb2.GenericResult once over
     done: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task | None = None
+    generator: bool = False
+    data_out: list[bytes] = field(default_factory=list)  # a generator's items so far
+    more_data: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class _Partition:
@@ -103,6 +112,7 @@ class ModalStandin(_AllUnimplemented):
         app_name: str = "standin-app",
         class_name: str = "Vllm",
         methods: tuple[str, ...] = ("request", "stream"),
+        generators: tuple[str, ...] = (),
         start_delay: float = 0.0,
         crash: bool = False,
     ) -> None:
@@ -110,6 +120,7 @@ class ModalStandin(_AllUnimplemented):
         self.app_name = app_name
         self.class_name = class_name
         self.methods = methods
+        self.generators = generators  # methods (among `methods`) that are generators
         self.start_delay = start_delay  # the first input "starts a container"
         self.crash = crash  # every input ends as when its container died
         self.rpcs: list[Rpc] = []
@@ -216,7 +227,9 @@ class ModalStandin(_AllUnimplemented):
         methods = {
             name: api_pb2.FunctionHandleMetadata(
                 function_name=f"{self.class_name}.{name}",
-                function_type=api_pb2.Function.FUNCTION_TYPE_FUNCTION,
+                function_type=api_pb2.Function.FUNCTION_TYPE_GENERATOR
+                if name in self.generators
+                else api_pb2.Function.FUNCTION_TYPE_FUNCTION,
                 is_method=True,
                 use_method_name=name,
                 supported_input_formats=formats,
@@ -292,6 +305,7 @@ class ModalStandin(_AllUnimplemented):
             args,
             kwargs,
             request.function_call_invocation_type,
+            generator=item.input.method_name in self.generators,
         )
         self.calls[call.call_id] = call
         call.task = asyncio.ensure_future(self._execute(call))
@@ -318,7 +332,12 @@ class ModalStandin(_AllUnimplemented):
                 )
                 return
             value = await self.run_input(call.params, call.method, call.args, call.kwargs)
-            call.result = _Result(status=_Result.GENERIC_STATUS_SUCCESS, data=serialize(value))
+            if call.generator:
+                total = await self._send_generator_output(call, value)
+                data = api_pb2.GeneratorDone(items_total=total).SerializeToString()
+            else:
+                data = serialize(value)
+            call.result = _Result(status=_Result.GENERIC_STATUS_SUCCESS, data=data)
         except asyncio.CancelledError:
             call.result = _Result(status=_Result.GENERIC_STATUS_TERMINATED)
         except Exception as exc:
@@ -327,6 +346,48 @@ class ModalStandin(_AllUnimplemented):
             )
         finally:
             call.done.set()
+            call.more_data.set()
+
+    async def _send_generator_output(self, call: SpawnedCall, items: Any) -> int:
+        pending: asyncio.Queue[Any] = asyncio.Queue()
+        end = object()
+
+        async def read() -> None:
+            async for item in items:
+                await pending.put(item)
+            await pending.put(end)
+
+        reader = asyncio.ensure_future(read())
+        channel = Channel("127.0.0.1", self.port)
+        try:
+            stub, sent = ModalClientStub(channel), 0
+            while True:
+                batch = [await pending.get()]
+                while not pending.empty():
+                    batch.append(pending.get_nowait())
+                chunks = [
+                    api_pb2.DataChunk(data_format=_PICKLE, data=serialize(item), index=sent + i + 1)
+                    for i, item in enumerate(x for x in batch if x is not end)
+                ]
+                if chunks:
+                    request = api_pb2.FunctionCallPutDataRequest(
+                        function_call_id=call.call_id, data_chunks=chunks
+                    )
+                    await stub.FunctionCallPutDataOut(request)
+                    sent += len(chunks)
+                if batch[-1] is end:
+                    return sent
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+            channel.close()
+
+    async def FunctionCallPutDataOut(self, stream: Any) -> None:
+        request = await self._recv("FunctionCallPutDataOut", stream)
+        call = self.calls[request.function_call_id]
+        call.data_out += [chunk.data for chunk in request.data_chunks]
+        call.more_data.set()
+        await stream.send_message(empty_pb2.Empty())
 
     async def _container_started(self) -> None:
         # The first input starts the container; every input waits until it is up, even
@@ -345,10 +406,31 @@ class ModalStandin(_AllUnimplemented):
         if call.result is None:
             await stream.send_message(api_pb2.FunctionGetOutputsResponse(num_unfinished_inputs=1))
             return
+        done = call.generator and call.result.status == _Result.GENERIC_STATUS_SUCCESS
+        data_format = api_pb2.DATA_FORMAT_GENERATOR_DONE if done else _PICKLE
         output = api_pb2.FunctionGetOutputsItem(
-            result=call.result, idx=0, input_id=call.input_id, data_format=_PICKLE
+            result=call.result, idx=0, input_id=call.input_id, data_format=data_format
         )
         await stream.send_message(api_pb2.FunctionGetOutputsResponse(outputs=[output]))
+
+    async def FunctionCallGetDataOut(self, stream: Any) -> None:
+        """A generator's items as they come (index from 1), until the call is over."""
+        request = await self._recv("FunctionCallGetDataOut", stream)
+        call = self.calls.get(request.function_call_id)
+        if call is None:
+            raise GRPCError(Status.NOT_FOUND, "No such function call")
+        sent = request.last_index
+        while True:
+            call.more_data.clear()
+            while sent < len(call.data_out):
+                sent += 1
+                chunk = api_pb2.DataChunk(
+                    data_format=_PICKLE, data=call.data_out[sent - 1], index=sent
+                )
+                await stream.send_message(chunk)
+            if call.done.is_set():
+                return
+            await call.more_data.wait()
 
     async def FunctionCallCancel(self, stream: Any) -> None:
         request = await self._recv("FunctionCallCancel", stream)
@@ -416,19 +498,24 @@ class ModalStandin(_AllUnimplemented):
         return self._queue(queue_id).setdefault(key, _Partition())
 
 
-@contextlib.contextmanager
-def standin_client(standin: ModalStandin) -> Iterator[modal.Client]:
-    """A real modal client whose server is the stand-in (modal's `server_url` setting,
-    read from MODAL_SERVER_URL when the client is made). The token is a dummy."""
+def connect(url: str) -> modal.Client:
+    """A real modal client whose server is the stand-in at `url` (modal's `server_url`
+    setting, read from MODAL_SERVER_URL when the client is made). The token is a dummy."""
     old = os.environ.get("MODAL_SERVER_URL")
-    os.environ["MODAL_SERVER_URL"] = standin.url
+    os.environ["MODAL_SERVER_URL"] = url
     try:
-        client = modal.Client.from_credentials("ak-standin", "as-standin")
+        return modal.Client.from_credentials("ak-standin", "as-standin")
     finally:
         if old is None:
             os.environ.pop("MODAL_SERVER_URL", None)
         else:
             os.environ["MODAL_SERVER_URL"] = old
+
+
+@contextlib.contextmanager
+def standin_client(standin: ModalStandin) -> Iterator[modal.Client]:
+    """`connect` to the stand-in, closed afterwards."""
+    client = connect(standin.url)
     try:
         yield client
     finally:
