@@ -184,8 +184,7 @@ class ModalBackend:
             raise _pool_failure(model, exc) from exc
         try:
             return await call.get.aio()
-        except Exception as exc:
-            self._calls.discard(call)
+        except Exception as exc:  # the call failed: nothing left to cancel
             raise _pool_failure(model, exc) from exc
         except BaseException:
             await self._cancel(call)
