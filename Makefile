@@ -115,5 +115,6 @@ BENCH_ARGS ?=
 bench: .venv/.synced-bench ## benchmarks (tables, ~15 min): generator speed, gateway vs direct vs LiteLLM
 	$(BIN)/python benchmarks/bench_generator.py
 	$(BIN)/python benchmarks/bench_gateway.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/bench_modal_stream.py $(findstring --quick,$(BENCH_ARGS))
 
 .PHONY: bench

@@ -20,9 +20,9 @@ from pathlib import Path
 import modal
 import modal.experimental
 
-from mvgen.runtime.backends import ModalBackend
 from mvgen.runtime.gateway import GatewaySettings, create_app
 from mvgen.runtime.lifecycle import StartRecord, start_pool
+from mvgen.runtime.modal_backend import ModalBackend, send_stream
 from mvgen.runtime.models import models_from_literal
 from mvgen.runtime.start_failures import StartFailures, StartGate, pool_key, pool_keys
 from mvgen.runtime.vllm_process import VllmProcess
@@ -252,14 +252,16 @@ class Vllm:
             on_vllm_exit=lambda returncode: os._exit(1),
         )
 
+    # The gateway spawns both methods, so it can cancel a call when its client leaves;
+    # Modal then cancels the call here, which closes the request to vLLM and stops the
+    # generation. A stream's chunks go to the gateway through its queue `queue_id`.
     @modal.method()
     async def request(self, path: str, body: dict) -> dict:
         return await self.pool.request(path, body)
 
-    @modal.method(is_generator=True)
-    async def stream(self, path: str, body: dict):
-        async for item in self.pool.stream(path, body):
-            yield item
+    @modal.method()
+    async def stream(self, path: str, body: dict, queue_id: str) -> None:
+        await send_stream(self.pool.stream(path, body), queue_id)
 
     @modal.exit()
     def stop_vllm(self) -> None:

@@ -61,6 +61,7 @@ class RecordedRequest:
     headers: dict[str, str]
     body: Any  # parsed JSON, or the raw text when it is not JSON
     chunks_sent: int = 0
+    chunk_times: list[float] = field(default_factory=list)  # time.monotonic() per chunk sent
     completed: bool = False
     client_disconnected: bool = False
 
@@ -312,6 +313,7 @@ class StandinServer:
             writer.write(b"%x\r\n%s\r\n" % (len(event), event))
             await writer.drain()
             record.chunks_sent += 1
+            record.chunk_times.append(time.monotonic())
         writer.write(b"0\r\n\r\n")
         await writer.drain()
         record.completed = True

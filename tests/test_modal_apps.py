@@ -55,6 +55,26 @@ def decorator_keywords(path: Path, name: str) -> dict[str, object]:
     raise AssertionError(f"no app decorator on {name} in {path}")
 
 
+def pool_method_kinds(path: Path, class_name: str) -> dict[str, str]:
+    """How each `@modal.method` of a class is written: "async def", "def", or with
+    "generator" appended when its body yields or the decorator says is_generator."""
+    tree = ast.parse(path.read_text())
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == class_name)
+    kinds = {}
+    for node in cls.body:
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        methods = [d for d in node.decorator_list if "modal.method" in ast.unparse(d)]
+        if not methods:
+            continue
+        kind = "async def" if isinstance(node, ast.AsyncFunctionDef) else "def"
+        yields = any(isinstance(n, ast.Yield | ast.YieldFrom) for n in ast.walk(node))
+        if yields or "is_generator=True" in ast.unparse(methods[0]):
+            kind += " generator"
+        kinds[node.name] = kind
+    return kinds
+
+
 def _literal(node: ast.AST) -> object:
     try:
         return ast.literal_eval(node)
@@ -117,6 +137,12 @@ def check_gpu_app(plan: Plan, app: App, path: Path) -> None:
         gpu_type, _, count = pool.gpu_spec.partition(":")
         assert info.gpus == [(gpu_type, int(count or 1))]
         assert info.method_names == ["request", "stream"]
+        # The gateway spawns both methods so it can cancel them; modal refuses to spawn
+        # a generator (modal/_functions.py, Function.spawn).
+        assert pool_method_kinds(path, pool.class_name) == {
+            "request": "async def",
+            "stream": "async def",
+        }
         assert info.timeout == s.timeout
         assert info.startup_timeout == s.startup_timeout
         assert info.concurrency_info.max_inputs == s.max_inputs

@@ -1,15 +1,14 @@
-"""How the gateway reaches model servers: over HTTP, or through a Modal class.
+"""How the gateway reaches model servers over HTTP, and the interface every backend has.
 
 `HttpBackend` forwards to OpenAI-compatible servers (vLLM on localhost in legacy mode,
-any URL for `mvgen gateway`). `ModalBackend` calls the per-model container pool of a
-gpu-mode app; the pool answers with the plain-data wire format defined here (see
-`PoolServer` in vllm_process.py, which uses `HttpUpstream` to reach its local vLLM).
+any URL for `mvgen gateway`); `PoolServer` (vllm_process.py) uses `HttpUpstream` to reach
+its local vLLM. gpu mode's `ModalBackend`, which calls container pools through Modal, is
+in modal_backend.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -19,7 +18,6 @@ from typing import Any, Protocol
 import httpx
 
 from .errors import (
-    ApiError,
     ModelNotDeployed,
     UpstreamError,
     UpstreamProtocolError,
@@ -272,139 +270,3 @@ class HttpBackend:
 
     async def aclose(self) -> None:
         await self._client.aclose()
-
-
-# --- Wire format between ModalBackend and PoolServer (plain picklable data) ----------
-
-
-def response_to_wire(response: UpstreamResponse) -> dict[str, Any]:
-    return {
-        "status": response.status,
-        "headers": dict(response.headers),
-        "content": bytes(response.content),
-    }
-
-
-def response_from_wire(data: Mapping[str, Any]) -> UpstreamResponse:
-    return UpstreamResponse(
-        int(data["status"]), relay_headers(data.get("headers") or {}), bytes(data["content"])
-    )
-
-
-def error_response(error: ApiError) -> UpstreamResponse:
-    """An ApiError as an HTTP response, so a pool can answer with it like vLLM would."""
-    headers = {"content-type": "application/json"}
-    headers.update({k.lower(): v for k, v in error.headers().items()})
-    return UpstreamResponse(error.status, headers, json.dumps(error.body()).encode())
-
-
-def stream_start_to_wire(status: int, headers: Mapping[str, str]) -> dict[str, Any]:
-    return {"status": status, "headers": dict(headers)}
-
-
-def stream_error_to_wire(error: ApiError) -> dict[str, Any]:
-    """A failure after the stream started; the gateway turns it into an SSE error."""
-    return {"error": error.to_wire()}
-
-
-async def chunks_from_wire(items: AsyncIterator[Any]) -> AsyncIterator[bytes]:
-    async for item in items:
-        if isinstance(item, dict):
-            raise ApiError.from_wire(item["error"])
-        yield bytes(item)
-
-
-# --- Modal ----------------------------------------------------------------------------
-
-
-def _pool_failure(model: ServedModel, exc: Exception) -> UpstreamError:
-    return UpstreamProtocolError(
-        f"The container pool for '{model.served_name}' failed ({type(exc).__name__}).",
-        code="upstream_pool_error",
-    )
-
-
-class ModalBackend:
-    """Calls a Modal parametrized class: `cls(model=key).request.remote.aio(path, body)`
-    and `cls(model=key).stream.remote_gen.aio(path, body)`. `cls` is the class, or a
-    mapping of model key to class when an app has several pools. The class object is
-    passed in, so this module never imports modal."""
-
-    def __init__(self, cls: Any) -> None:
-        self._cls = cls
-        self._pools: dict[str, Any] = {}
-
-    def _pool(self, model: ServedModel) -> Any:
-        if model.key not in self._pools:
-            cls = self._cls
-            if isinstance(cls, Mapping):
-                if model.key not in cls:
-                    raise ModelNotDeployed(model.served_name)
-                cls = cls[model.key]
-            self._pools[model.key] = cls(model=model.key)
-        return self._pools[model.key]
-
-    async def request(self, model: ServedModel, path: str, body: dict) -> UpstreamResponse:
-        try:
-            wire = await self._pool(model).request.remote.aio(path, body)
-        except ApiError:
-            raise
-        except Exception as exc:
-            raise _pool_failure(model, exc) from exc
-        return response_from_wire(wire)
-
-    async def stream(self, model: ServedModel, path: str, body: dict) -> UpstreamStream:
-        items = self._pool(model).stream.remote_gen.aio(path, body)
-        try:
-            # The first item arrives once a container is up: this is the cold start.
-            first = await anext(items)
-        except StopAsyncIteration:
-            raise UpstreamProtocolError(
-                f"The container pool for '{model.served_name}' ended the stream early."
-            ) from None
-        except ApiError:
-            await _close_quietly(items)
-            raise
-        except Exception as exc:
-            await _close_quietly(items)
-            raise _pool_failure(model, exc) from exc
-        except BaseException:  # cancelled: the client left or the budget ran out
-            await _close_quietly(items)
-            raise
-        return UpstreamStream(
-            int(first["status"]),
-            relay_headers(first.get("headers") or {}),
-            self._chunks(model, items),
-            lambda: _close_quietly(items),
-        )
-
-    async def _chunks(self, model: ServedModel, items: Any) -> AsyncIterator[bytes]:
-        try:
-            async for chunk in chunks_from_wire(items):
-                yield chunk
-        except ApiError:
-            raise
-        except Exception as exc:
-            raise _pool_failure(model, exc) from exc
-
-    async def ready(self, model: ServedModel) -> bool:
-        """Asks the pool for vLLM's /health. Unlike HttpBackend this starts a container
-        when none is running, which is why the gateway's /health never calls it."""
-        try:
-            wire = await self._pool(model).request.remote.aio("/health", {})
-        except Exception:
-            return False
-        return int(wire["status"]) == 200
-
-    async def aclose(self) -> None:
-        self._pools.clear()
-
-
-async def _close_quietly(items: Any) -> None:
-    aclose = getattr(items, "aclose", None)
-    if aclose is None:
-        return
-    try:
-        await aclose()
-    except Exception:  # the stream already failed or finished; nothing left to release
-        pass

@@ -141,6 +141,9 @@ class StreamRelay:
         while not opening.done():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
+                # Stop the upstream call before answering, so a client's retry never
+                # runs beside it.
+                await _discard(opening)
                 await self._fail(send, self._start_timeout_error())
                 return
             await asyncio.wait({opening}, timeout=min(self._policy.keepalive_interval, remaining))

@@ -6,7 +6,7 @@ it: when vLLM dies after it was ready, the generated app's callback ends the con
 so Modal replaces it instead of the pool serving errors until scale-down. A failed start
 is not the watchdog's business: `wait_ready` raises it with the cause in words.
 `PoolServer` is what the generated Modal class's methods delegate to; it speaks the
-plain-data wire format of backends.py (`FailedPool` stands in for it after a failed start).
+plain-data wire format of modal_backend.py (`FailedPool` stands in for it after a failed start).
 """
 
 from __future__ import annotations
@@ -25,15 +25,14 @@ from typing import IO, Any
 import httpx
 
 from . import start_causes
-from .backends import (
-    HttpUpstream,
+from .backends import HttpUpstream, new_http_client
+from .errors import ApiError
+from .modal_backend import (
     error_response,
-    new_http_client,
     response_to_wire,
     stream_error_to_wire,
     stream_start_to_wire,
 )
-from .errors import ApiError
 
 log = logging.getLogger("mvgen.vllm")
 
@@ -289,7 +288,7 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
 
 class PoolServer:
     """Answers `request` / `stream` calls from the gateway with the local vLLM's
-    response, as plain picklable data (see the wire helpers in backends.py)."""
+    response, as plain picklable data (see the wire helpers in modal_backend.py)."""
 
     def __init__(self, port: int, *, timeout: float = 600.0) -> None:
         self._client = new_http_client(timeout)
