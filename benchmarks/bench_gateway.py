@@ -46,26 +46,27 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from aiohttp_load import LoadResult, LoadSpec  # noqa: E402
+from gateway_report import (  # noqa: E402
+    BIG_KB,
+    PACE_MS,
+    PACED_TOKENS,
+    STREAM_TOKENS,
+    Row,
+    Workload,
+    annotate,
+    report,
+    row_json,
+)
 from procstat import RssSampler, cpu_seconds, machine_cpu, wait_until  # noqa: E402
 
 BIN = Path(sys.executable).parent  # the project venv: mvgen and litellm live here
 GATEWAY_KEY = "bench-gateway-key-0123456789"  # what the gateway checks, LiteLLM sends
 MASTER_KEY = "sk-bench-master-0123456789"
 START_LIMIT = 120.0  # seconds for any process to become healthy (LiteLLM takes ~10)
+LITELLM_WARMUP = 5.0  # seconds of warm-up at least, in LiteLLM's rows
 
-PACE_MS = 20  # paced streams: one token every 20 ms, as a model streams
-PACED_TOKENS = 100  # about 2 s per paced stream
-STREAM_TOKENS = 1000  # unpaced streams: long, so the rate is the relay's
-BIG_KB = 2000  # the 2 MB non-streamed answers
 # Model-name suffixes the stand-in reads its behaviour from (fast_upstream.py).
 SUFFIXES = ("", "-d250", f"-c{PACE_MS}", f"-k{BIG_KB}")
-
-# Targets (issue 11 and the gateway's design brief).
-ADDED_P50, ADDED_P99 = 0.001, 0.005  # seconds added at 64 clients
-CHUNK_RATE_RATIO = 0.9  # unpaced streams: at least this share of the direct chunk rate
-CPU_PER_CHUNK = 25e-6  # seconds of gateway CPU per paced chunk
-ADDED_GAP_P99 = 0.005  # seconds added between tokens at p99, 256 paced streams
-SATURATED = 0.9  # a process at this share of one CPU or more is its row's limit
 
 # One model per behaviour, on two GPUs: LiteLLM's l40s routes go straight to the
 # stand-in, its h100 routes to the gateway (which forwards every model to the stand-in).
@@ -76,26 +77,6 @@ BENCH_CONFIG = "mode: gpu\nworkspace: bench\nendpoint_limit: 8\n" + (
 
 
 # --- workloads -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Workload:
-    family: str  # chat, steady, stream, paced, big (--rows picks families)
-    label: str
-    clients: int
-    suffix: str = ""  # the stand-in's behaviour, see SUFFIXES
-    stream: bool = False
-    tokens: int = 16
-    h2load: bool = True  # else aiohttp_load.py
-    stagger: float = 0.0  # seconds over which clients start (aiohttp only)
-    gaps: bool = False  # record gaps between chunks (paced streams)
-    litellm: bool = True  # also run the LiteLLM paths
-    fresh_gateway: bool = False  # a newly started gateway, so its idle RSS is its own
-    expect_bytes: int = 0
-
-    @property
-    def name(self) -> str:
-        return f"{self.label} c={self.clients}"
 
 
 @dataclass(frozen=True)
@@ -136,9 +117,13 @@ def workloads(quick: bool, paced_streams: Sequence[int]) -> list[Workload]:
     return chat + steady + stream + paced + big
 
 
-def durations(workload: Workload, args: argparse.Namespace) -> Durations:
+def durations(workload: Workload, route: str, args: argparse.Namespace) -> Durations:
     if workload.gaps:  # paced: streams start spread over 3/4 of the warm-up
         return Durations(max(args.warmup * 2, 1.0), max(args.window, 1.0))
+    if route.startswith("litellm") and not args.quick:
+        # LiteLLM answers tens of requests per second: its queue of 64 clients takes
+        # seconds to reach a steady state (at 64 streams, its first chunks take ~10 s).
+        return Durations(max(args.warmup, LITELLM_WARMUP), args.window)
     return Durations(args.warmup, args.window)
 
 
@@ -257,39 +242,6 @@ class Route:
     exact_events: bool = True  # relays upstream events one for one (LiteLLM re-frames)
 
 
-@dataclass
-class Row:
-    workload: Workload
-    path: str
-    window: float  # seconds measured
-    clients: int
-    sent: int  # requests sent in the window (h2load: those also completed by its end)
-    completed: int  # requests completed in the window
-    latency: dict[str, float]  # p50/p99 seconds (non-streamed: whole answer; streams: TTFC)
-    events: int  # SSE chunks received in the window
-    gaps: dict[str, float]  # p50/p99 seconds between chunks (paced rows)
-    errors: int
-    error_sample: str
-    unanswered: int  # streams sent in the window with no first chunk when the load stopped
-    cpu: dict[str, float]  # role -> CPU seconds in the window
-    rss: dict[str, tuple[int, int]]  # role -> (idle, peak) KiB
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def rate(self) -> float:
-        """Requests/s, or chunks/s for streams."""
-        count = self.events if self.workload.stream else self.completed
-        return count / self.window
-
-    def share(self, role: str) -> float:
-        return self.cpu.get(role, 0.0) / self.window
-
-    def cpu_per(self, role: str) -> float | None:
-        """CPU seconds of `role` per chunk (streams) or per request, None without any."""
-        count = self.events if self.workload.stream else self.completed
-        return self.cpu[role] / count if role in self.cpu and count else None
-
-
 class Bench:
     def __init__(
         self,
@@ -306,7 +258,7 @@ class Bench:
         self.tmp = tmp
 
     def row(self, workload: Workload, path: Route) -> Row:
-        times = durations(workload, self.args)
+        times = durations(workload, path.name, self.args)
         needed = times.warmup + times.window + 15
         if self.deadline - time.monotonic() < needed:
             raise TimeoutError("the time limit is used up")
@@ -416,9 +368,11 @@ class Bench:
         opens = epoch + start + times.warmup
         result = read_h2load_log(log, opens, opens + times.window)
         row = make_row(workload, path, times, result, cpu)
-        first = min((int(line.split("\t")[0]) / 1e6 for line in log.open()), default=math.inf)
-        if first > opens:  # h2load's main phase began inside the window, not before it
-            row.notes.append(f"load began {ms(first - opens)} ms into the window")
+        starts = [int(line.split("\t")[0]) / 1e6 for line in log.open()]
+        if not starts:
+            row.notes.append("no request completed while h2load measured")
+        elif min(starts) > opens:  # its main phase began inside the window, not before
+            row.notes.append(f"load began {(min(starts) - opens) * 1000:.0f} ms into the window")
         return row
 
     def window_cpu(self, start: float, times: Durations, roles: dict[str, int]) -> dict[str, float]:
@@ -560,295 +514,6 @@ def make_row(
         cpu=cpu,
         rss={},
     )
-
-
-# --- what each row shows, and what it cannot ------------------------------------------
-
-
-def baseline(rows: Sequence[Row], row: Row) -> Row | None:
-    for other in rows:
-        if other.workload == row.workload and other.path == "direct":
-            return other
-    return None
-
-
-def annotate(rows: Sequence[Row], place: Layout) -> None:
-    """Notes that keep a figure from being read as more than it is."""
-    for row in rows:
-        family, direct = row.workload.family, baseline(rows, row)
-        load = row.share("load generator")
-        if row.share("others") + row.share("steal") >= 0.2:
-            busy = row.share("others") + row.share("steal")
-            row.notes.append(f"other processes used {busy:.0%} of a CPU: noisy")
-        if load >= SATURATED:
-            row.notes.append(f"load generator at {load:.0%} of a CPU: it may be the limit")
-        if row.path == "direct":
-            if family in ("chat", "stream", "big") and row.clients >= 16:
-                standin = row.share("stand-in")
-                if standin < SATURATED:
-                    row.notes.append(f"stand-in at {standin:.0%}: direct is NOT the ceiling")
-            continue
-        if place.standin is not None and place.load_proxied == place.standin:
-            world = row.share("stand-in") + load
-            if world >= SATURATED:
-                row.notes.append(f"stand-in's CPU at {world:.0%} (with the load): may be the limit")
-        if direct is None:
-            continue
-        if family in ("chat", "stream", "big") and row.rate > direct.rate:
-            row.notes.append("ARTEFACT: faster than direct (direct was not the ceiling)")
-        if family == "paced":
-            proxy = sum(row.share(r) for r in row.cpu if r in ("gateway", "LiteLLM"))
-            if proxy >= SATURATED:
-                row.notes.append(
-                    f"proxy CPU at {proxy:.0%}: chunks coalesce, so CPU per chunk understates "
-                    "the paced cost"
-                )
-
-
-# --- tables --------------------------------------------------------------------------
-
-
-def ms(seconds: float | None) -> str:
-    return "-" if seconds is None or math.isnan(seconds) else f"{seconds * 1000:.2f}"
-
-
-def us(seconds: float | None) -> str:
-    return "-" if seconds is None else f"{seconds * 1e6:.1f}"
-
-
-def pct(share: float) -> str:
-    return f"{share:.0%}"
-
-
-def mib(kib: int) -> str:
-    return f"{kib / 1024:.1f}"
-
-
-def ratio(a: float, b: float) -> str:
-    return f"{a / b:.2f}x" if b else "-"
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def added(row: Row, base: Row | None, key: str, measure: str = "latency") -> float | None:
-    if base is None:
-        return None
-    return getattr(row, measure)[key] - getattr(base, measure)[key]
-
-
-def notes(row: Row) -> str:
-    return "; ".join(row.notes) or ""
-
-
-def chat_table(rows: Sequence[Row]) -> str:
-    out = []
-    for row in rows:
-        base = baseline(rows, row)
-        out.append(
-            [
-                row.workload.label, str(row.clients), row.path, f"{row.rate:.0f}",
-                ms(row.latency["p50"]), ms(row.latency["p99"]),
-                ms(added(row, base, "p50")), ms(added(row, base, "p99")),
-                ratio(row.rate, base.rate) if base else "-",
-                us(row.cpu_per("gateway")), us(row.cpu_per("LiteLLM")),
-                us(row.cpu_per("stand-in")), str(row.errors), notes(row),
-            ]
-        )  # fmt: skip
-    headers = ["workload", "conc", "path", "req/s", "p50 ms", "p99 ms", "+p50 ms", "+p99 ms"]
-    headers += ["req/s vs direct", "gateway CPU µs/req", "LiteLLM CPU µs/req"]
-    return table(headers + ["stand-in CPU µs/req", "errors", "notes"], out)
-
-
-def stream_table(rows: Sequence[Row]) -> str:
-    out = []
-    for row in rows:
-        base = baseline(rows, row)
-        out.append(
-            [
-                str(row.clients), row.path, f"{row.rate:.0f}",
-                ratio(row.rate, base.rate) if base else "-",
-                ms(row.latency["p50"]), ms(row.latency["p99"]), ms(added(row, base, "p50")),
-                us(row.cpu_per("gateway")), us(row.cpu_per("LiteLLM")),
-                us(row.cpu_per("stand-in")), str(row.unanswered), str(row.errors), notes(row),
-            ]
-        )  # fmt: skip
-    headers = ["conc", "path", "chunks/s", "vs direct", "TTFC p50 ms", "TTFC p99 ms"]
-    headers += ["+TTFC p50 ms", "gateway CPU µs/chunk", "LiteLLM CPU µs/chunk"]
-    headers += ["stand-in CPU µs/chunk", "no chunk by the end", "errors", "notes"]
-    return table(headers, out)
-
-
-def paced_table(rows: Sequence[Row]) -> str:
-    out = []
-    pace = PACE_MS / 1000
-    for row in rows:
-        base = baseline(rows, row)
-        offered = row.clients * 1000 / PACE_MS
-        out.append(
-            [
-                str(row.clients), row.path, f"{row.rate:.0f} of {offered:.0f}",
-                ms(row.gaps["p50"] - pace), ms(row.gaps["p99"] - pace),
-                ms(added(row, base, "p50", "gaps")), ms(added(row, base, "p99", "gaps")),
-                ms(row.latency["p50"]), us(row.cpu_per("gateway")), pct(row.share("gateway")),
-                us(row.cpu_per("stand-in")), str(row.errors), notes(row),
-            ]
-        )  # fmt: skip
-    headers = ["streams", "path", "chunks/s (of offered)", "gap p50 −20 ms", "gap p99 −20 ms"]
-    headers += ["+gap p50 ms vs direct", "+gap p99 ms vs direct", "TTFC p50 ms"]
-    headers += ["gateway CPU µs/chunk", "gateway CPU", "stand-in CPU µs/chunk", "errors", "notes"]
-    return table(headers, out)
-
-
-def big_table(rows: Sequence[Row]) -> str:
-    out = []
-    for row in rows:
-        base = baseline(rows, row)
-        megabytes = row.rate * row.workload.expect_bytes / 1e6
-        out.append(
-            [
-                str(row.clients), row.path, f"{row.rate:.0f}", f"{megabytes:.0f}",
-                ratio(row.rate, base.rate) if base else "-",
-                ms(row.latency["p50"]), ms(row.latency["p99"]), us(row.cpu_per("gateway")),
-                *memory_cells(row, "gateway"), str(row.errors), notes(row),
-            ]
-        )  # fmt: skip
-    headers = ["conc", "path", "req/s", "MB/s", "vs direct", "p50 ms", "p99 ms"]
-    headers += ["gateway CPU µs/req", "gateway RSS idle MiB", "peak MiB", "KiB per request"]
-    return table(headers + ["errors", "notes"], out)
-
-
-def memory_cells(row: Row, role: str) -> list[str]:
-    if role not in row.rss:
-        return ["-", "-", "-"]
-    idle, peak = row.rss[role]
-    return [mib(idle), mib(peak), f"{(peak - idle) / row.clients:.0f}"]
-
-
-def cpu_table(rows: Sequence[Row]) -> str:
-    """Share of one CPU each process used in the window: a proxy near 100 % is the
-    limit of its row; in direct rows the stand-in must be, for direct to be the ceiling."""
-    out = []
-    for row in rows:
-        cells = [pct(row.share(r)) if r in row.cpu else "-" for r in ROLES]
-        out.append([row.workload.name, row.path, f"{row.window:.1f}", *cells])
-    headers = [HEADERS.get(r, f"{r} CPU") for r in ROLES]
-    return table(["row", "path", "window s", *headers], out)
-
-
-ROLES = ("stand-in", "load generator", "gateway", "LiteLLM", "others", "steal")
-HEADERS = {"others": "other processes CPU", "steal": "hypervisor steal"}
-
-
-def memory_table(rows: Sequence[Row]) -> str:
-    out = []
-    for row in rows:
-        for role in ("gateway", "LiteLLM"):
-            if role in row.rss:
-                out.append([row.workload.name, row.path, role, *memory_cells(row, role)])
-    headers = ["row", "path", "process", "idle RSS MiB", "peak RSS MiB"]
-    return table(headers + ["KiB per request in flight"], out)
-
-
-def comparison_table(rows: Sequence[Row]) -> str:
-    """gateway vs LiteLLM, one hop each: above 1 means the gateway is ahead."""
-    out = []
-    by_key = {(r.workload, r.path): r for r in rows}
-    for workload in dict.fromkeys(r.workload for r in rows):
-        gw, ll = by_key.get((workload, "gateway")), by_key.get((workload, "litellm"))
-        if gw is None or ll is None:
-            continue
-        latency = ll.latency["p50"] / gw.latency["p50"]
-        tail = ll.latency["p99"] / gw.latency["p99"]
-        rate = gw.rate / ll.rate if ll.rate else math.inf
-        measure = "TTFC; chunks/s" if workload.stream else "latency; req/s"
-        ahead = met(min(latency, tail, rate) > 1)
-        figures = [f"{latency:.1f}x", f"{tail:.1f}x", f"{rate:.1f}x"]
-        out.append([workload.name, measure, *figures, ahead])
-    headers = ["row", "compares", "LiteLLM/gateway p50", "LiteLLM/gateway p99"]
-    return table(headers + ["gateway/LiteLLM rate", "gateway ahead"], out)
-
-
-def met(ok: bool) -> str:
-    return "yes" if ok else "NO"
-
-
-def target_rows(rows: Sequence[Row]) -> list[list[str]]:
-    out = []
-    for row in rows:
-        base = baseline(rows, row)
-        if row.path != "gateway" or base is None:
-            continue
-        family, name = row.workload.family, row.workload.name
-        if family == "chat" and row.clients == 64:
-            a50, a99 = added(row, base, "p50"), added(row, base, "p99")
-            out.append([name, "+p50 ≤ 1 ms", f"{ms(a50)} ms", met(a50 <= ADDED_P50)])
-            out.append([name, "+p99 ≤ 5 ms", f"{ms(a99)} ms", met(a99 <= ADDED_P99)])
-        elif family == "stream" and row.clients >= 16:
-            share = row.rate / base.rate if base.rate else math.inf
-            verdict = "artefact" if share > 1 else met(share >= CHUNK_RATE_RATIO)
-            out.append([name, "chunks/s ≥ 0.9x direct", f"{share:.2f}x", verdict])
-        elif family == "paced":
-            per_chunk = row.cpu_per("gateway")
-            verdict = met(per_chunk is not None and per_chunk <= CPU_PER_CHUNK)
-            if any(n.startswith("proxy CPU") for n in row.notes):
-                verdict += " (saturated)"
-            out.append([name, "gateway CPU ≤ 25 µs/chunk", f"{us(per_chunk)} µs", verdict])
-            if row.clients == 256:
-                gap = added(row, base, "p99", "gaps")
-                out.append([name, "+gap p99 ≤ 5 ms", f"{ms(gap)} ms", met(gap <= ADDED_GAP_P99)])
-    by_key = {(r.workload, r.path): r for r in rows}
-    compared = []
-    for workload in dict.fromkeys(r.workload for r in rows):
-        gateway, litellm = by_key.get((workload, "gateway")), by_key.get((workload, "litellm"))
-        if gateway and litellm:
-            compared.append((workload, gateway, litellm))
-    if compared:
-        behind = [w.name for w, g, ll in compared if not ahead_of(g, ll)]
-        out.append(
-            [
-                f"{len(compared)} rows", "gateway ahead of LiteLLM on every row",
-                ", ".join(behind) or "all", met(not behind),
-            ]
-        )  # fmt: skip
-    return out
-
-
-def ahead_of(gateway: Row, litellm: Row) -> bool:
-    return (
-        gateway.latency["p50"] < litellm.latency["p50"]
-        and gateway.latency["p99"] < litellm.latency["p99"]
-        and gateway.rate > litellm.rate
-    )
-
-
-def report(rows: Sequence[Row]) -> None:
-    def of(*families: str) -> list[Row]:
-        return [r for r in rows if r.workload.family in families]
-
-    sections = [
-        ("Non-streaming chat", of("chat", "steady"), chat_table),
-        (f"Streams, {STREAM_TOKENS} tokens sent flat out", of("stream"), stream_table),
-        (
-            f"Paced streams: {PACED_TOKENS} tokens {PACE_MS} ms apart, fresh gateway",
-            of("paced"),
-            paced_table,
-        ),
-        (f"{BIG_KB // 1000} MB non-streamed answers, fresh gateway", of("big"), big_table),
-        ("CPU: share of one CPU in the window", rows, cpu_table),
-        ("Memory: RSS sampled every 50 ms during the row", rows, memory_table),
-        ("Gateway vs LiteLLM (above 1 = gateway ahead)", rows, comparison_table),
-    ]
-    for title, chosen, render in sections:
-        if chosen:
-            print(f"\n### {title}\n\n{render(chosen)}")
-    print(f"\n### Targets\n\n{table(['row', 'target', 'measured', 'met'], target_rows(rows))}")
-    for row in rows:
-        if row.error_sample:
-            print(f"\nfirst error, {row.workload.name} {row.path}: {row.error_sample}")
 
 
 # --- orchestration -------------------------------------------------------------------
@@ -1031,21 +696,11 @@ def run(args: argparse.Namespace) -> list[Row]:
         bench = Bench(args, place, standin.process.pid, deadline, tmp)
         rows = measure(bench, routes, plan, config, standin.url)
         print(f"load average at end: {load_average()}")
-    annotate(rows, place)
+    annotate(rows, place.standin is not None and place.load_proxied == place.standin)
     report(rows)
     if args.json:
         args.json.write_text(json.dumps([row_json(r) for r in rows], indent=1))
     return rows
-
-
-def row_json(row: Row) -> dict[str, Any]:
-    """A row with its derived figures, for --json (tests read this)."""
-    data = asdict(row)
-    data["name"] = row.workload.name
-    data["rate"] = row.rate
-    data["cpu_share"] = {role: row.share(role) for role in row.cpu}
-    data["cpu_per"] = {role: row.cpu_per(role) for role in row.cpu}
-    return data
 
 
 def main() -> None:

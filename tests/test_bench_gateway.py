@@ -25,7 +25,7 @@ from conftest import ROOT
 BENCH = ROOT / "benchmarks"
 sys.path.insert(0, str(BENCH))
 
-import bench_gateway  # noqa: E402
+import gateway_report  # noqa: E402
 from procstat import RssSampler, cpu_seconds  # noqa: E402
 
 BURN_MS = 1.0
@@ -57,9 +57,9 @@ def test_rss_sampler_catches_a_peak_that_is_gone_by_the_end() -> None:
     assert track.peak - track.idle >= 48 * 1024  # KiB
 
 
-def fake_row(path: str, rate: float, shares: dict[str, float]) -> bench_gateway.Row:
-    workload = bench_gateway.Workload("stream", "stream", 64, stream=True)
-    return bench_gateway.Row(
+def fake_row(path: str, rate: float, shares: dict[str, float]) -> gateway_report.Row:
+    workload = gateway_report.Workload("stream", "stream", 64, stream=True)
+    return gateway_report.Row(
         workload=workload, path=path, window=2.0, clients=64, sent=10, completed=10,
         latency={"p50": 0.01, "p99": 0.02}, events=int(rate * 2), gaps={"p50": 0.0, "p99": 0.0},
         errors=0, error_sample="", unanswered=0,
@@ -68,22 +68,20 @@ def fake_row(path: str, rate: float, shares: dict[str, float]) -> bench_gateway.
 
 
 def test_a_gateway_faster_than_direct_is_flagged_not_reported_as_a_win() -> None:
-    place = bench_gateway.Layout((0,), (1,), (1,), (0,))
     direct = fake_row("direct", 1000, {"stand-in": 0.5, "load generator": 0.3})
     gateway = fake_row("gateway", 1200, {"stand-in": 0.4, "load generator": 0.2, "gateway": 1})
-    bench_gateway.annotate([direct, gateway], place)
+    gateway_report.annotate([direct, gateway], shared_world=True)
     assert any("NOT the ceiling" in note for note in direct.notes)
     assert any(note.startswith("ARTEFACT") for note in gateway.notes)
-    assert bench_gateway.target_rows([direct, gateway])[0][-1] == "artefact"
+    assert gateway_report.target_rows([direct, gateway])[0][-1] == "artefact"
 
 
 def test_a_saturated_direct_row_and_a_slower_gateway_carry_no_warning() -> None:
-    place = bench_gateway.Layout((0,), (1,), (1,), (0,))
     direct = fake_row("direct", 1000, {"stand-in": 0.99, "load generator": 0.4})
     gateway = fake_row("gateway", 950, {"stand-in": 0.5, "load generator": 0.2, "gateway": 1})
-    bench_gateway.annotate([direct, gateway], place)
+    gateway_report.annotate([direct, gateway], shared_world=True)
     assert direct.notes == [] and gateway.notes == []
-    assert bench_gateway.target_rows([direct, gateway])[0][-1] == "yes"
+    assert gateway_report.target_rows([direct, gateway])[0][-1] == "yes"
 
 
 def finite_and_not_negative(value: float) -> bool:
