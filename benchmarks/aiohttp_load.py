@@ -11,10 +11,11 @@ process runs aiohttp's client (its C HTTP parser decodes the chunked SSE
 bodies) on uvloop, one keep-alive connection per client, closed loop, until the end of
 the timed window. Timing is in time.monotonic(), which is system-wide on Linux, so every
 process and the orchestrator agree on when the warm-up ends and the window starts.
-Everything that started before the window (connections, warm-up requests) is left out;
-a request counts toward the rate when it completes inside the window, toward latency
-when it also started inside it, and a chunk toward the rate and the gaps when it (and,
-for a gap, the chunk before it) arrived inside it.
+Connections are opened during the warm-up. A request counts toward the rate and latency
+when it completes inside the window, a stream's first chunk toward time to first chunk
+when it arrives inside it (so a slow path's long waits are not left out because they
+began before the window), and a chunk toward the rate and the gaps when it (and, for a
+gap, the chunk before it) arrived inside it.
 """
 
 from __future__ import annotations
@@ -55,8 +56,8 @@ class LoadSpec:
 class LoadResult:
     sent: int = 0  # requests sent inside the window
     completed: int = 0  # requests completed inside the window
-    latencies: list[float] = field(default_factory=list)  # seconds, started and done inside
-    first_chunk: list[float] = field(default_factory=list)  # seconds, streams started inside
+    latencies: list[float] = field(default_factory=list)  # seconds, of requests done inside
+    first_chunk: list[float] = field(default_factory=list)  # seconds, first chunks inside
     events: int = 0  # SSE data events ([DONE] excluded) that arrived inside the window
     gaps: list[float] = field(default_factory=list)  # seconds between chunks, inside
     errors: int = 0
@@ -131,8 +132,7 @@ async def one_request(
     done = time.monotonic()
     if window.inside(done):
         result.completed += 1
-        if window.inside(sent):
-            result.latencies.append(done - sent)
+        result.latencies.append(done - sent)
 
 
 async def read_stream(
@@ -158,7 +158,7 @@ async def read_stream(
             continue
         if events == 0:
             answered.append(now)
-            if window.inside(sent):
+            if window.inside(now):
                 result.first_chunk.append(now - sent)
         events += complete
         if window.inside(now):

@@ -392,15 +392,19 @@ class Bench:
         after = snapshot()
         return {role: max(0.0, after[role] - before[role]) for role in before}
 
-    def settle(self, pids: list[int], limit: float = 10.0) -> None:
-        """Wait until the processes are idle (streams cut at the end of a row are being
-        closed), so one row's tail does not load the next."""
+    def settle(self, pids: list[int], limit: float = 120.0) -> None:
+        """Wait until the processes are idle, so one row's tail does not load the next:
+        streams cut at the end of a row are being closed, and LiteLLM goes on reading
+        an abandoned stream from its upstream for seconds."""
         give_up = time.monotonic() + limit
         while time.monotonic() < give_up:
             before = sum(cpu_seconds(pid) for pid in pids)
             time.sleep(0.3)
             if sum(cpu_seconds(pid) for pid in pids) - before < 0.03:
                 return
+        print(
+            f"  still busy {limit:g} s after the row: the next row may be slowed", file=sys.stderr
+        )
 
 
 def load_roles(processes: list[subprocess.Popen]) -> dict[str, int]:
@@ -460,8 +464,8 @@ def merge(results: list[LoadResult]) -> LoadResult:
 
 def read_h2load_log(log: Path, opens: float, closes: float) -> LoadResult:
     """h2load's log: start (µs since the epoch), status, duration (µs), one line per
-    request of its main phase. Requests done inside the window count toward the rate,
-    those also started inside it toward latency; a status other than 200 is an error."""
+    request of its main phase. Requests done inside the window count toward the rate and
+    latency; a status other than 200 is an error."""
     result = LoadResult()
     for line in log.read_text().splitlines():
         start_us, status, duration_us = (int(v) for v in line.split("\t")[:3])
@@ -473,9 +477,8 @@ def read_h2load_log(log: Path, opens: float, closes: float) -> LoadResult:
             result.error_sample = result.error_sample or f"HTTP status {status} (h2load)"
             continue
         result.completed += 1
-        if sent >= opens:
-            result.sent += 1
-            result.latencies.append(took)
+        result.latencies.append(took)
+        result.sent += sent >= opens
     return result
 
 

@@ -48,7 +48,7 @@ class Row:
     path: str
     window: float  # seconds measured
     clients: int
-    sent: int  # requests sent in the window (h2load: those also completed by its end)
+    sent: int  # requests sent in the window (h2load: those also completed in it)
     completed: int  # requests completed in the window
     latency: dict[str, float]  # p50/p99 seconds (non-streamed: whole answer; streams: TTFC)
     events: int  # SSE chunks received in the window
