@@ -86,7 +86,7 @@ test-all: .venv/.synced ## smoke-test every app; key from VLLM_API_KEY
 
 BENCH_ARGS ?=
 
-bench: .venv/.synced ## benchmarks (tables, ~15 min): generator speed, gateway vs direct vs LiteLLM
+bench: .venv/.synced ## benchmarks (tables, ~10 min; needs h2load): generator, gateway vs direct vs LiteLLM
 	$(UV) run --locked python benchmarks/bench_generator.py
 	$(UV) run --locked python benchmarks/bench_gateway.py $(BENCH_ARGS)
 
