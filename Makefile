@@ -112,7 +112,7 @@ test-all: .venv/.synced ## smoke-test every app; key from VLLM_API_KEY
 
 BENCH_ARGS ?=
 
-bench: .venv/.synced-bench ## benchmarks (tables, ~15 min): generator speed, gateway vs direct vs LiteLLM
+bench: .venv/.synced-bench ## benchmarks (tables, ~12 min; needs h2load): generator, gateway vs direct vs LiteLLM, Modal streams
 	$(BIN)/python benchmarks/bench_generator.py
 	$(BIN)/python benchmarks/bench_gateway.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/bench_modal_stream.py $(findstring --quick,$(BENCH_ARGS))

@@ -9,10 +9,20 @@ path and the load generator rather than the stand-in. Answers are shaped like vL
 `chat.completion` JSON, or SSE `chat.completion.chunk` events, one per token, in chunked
 transfer encoding, then a usage chunk and `data: [DONE]`.
 
-Timing comes from the model name, so one process serves every workload and the name
-survives any proxy in between: `-d<ms>` holds the answer that long before its headers (a
-model "thinking", so a realistic request rate can be offered), `-c<ms>` spaces stream
-chunks (to hold many streams open at once). `org/bench-d50` answers after 50 ms.
+Timing and size come from the model name, so one process serves every workload and the
+name survives any proxy in between: `-d<ms>` holds the answer that long before its
+headers (a model "thinking", so a realistic request rate can be offered), `-c<ms>` spaces
+stream chunks (tokens paced as a model sends them), `-k<kB>` pads a non-streamed answer's
+content to that many kilobytes. `org/bench-d50` answers after 50 ms.
+
+HTTP is parsed here by hand, on purpose: this server is the ceiling of every "direct"
+row, so it must cost as little as possible per request. A server on a library's parser
+(aiohttp's low-level server) answered 6.7k req/s on one core where this one answers
+14k, and a slower stand-in would make the gateway's added latency look smaller.
+
+`--thread-burn-ms MS` makes every completion also spend MS ms of CPU in a new thread that
+exits before the answer is sent: tests use it to check that the benchmark's CPU
+accounting counts threads that no longer exist.
 """
 
 from __future__ import annotations
@@ -20,8 +30,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import hashlib
 import json
 import re
+import threading
 import time
 from dataclasses import dataclass
 
@@ -34,17 +46,19 @@ NO_MODELS = b'{"object":"list","data":[]}'
 class Timing:
     delay: float = 0.0  # seconds before an answer starts
     chunk_delay: float = 0.0  # seconds between stream chunks (0: just yield to the loop)
+    size: int = 0  # bytes of content in a non-streamed answer (0: from max_tokens)
 
 
 @functools.lru_cache(maxsize=64)
 def timing_of(model: str) -> Timing:
-    """`org/bench-d50-c20`: 50 ms before the answer, 20 ms between stream chunks."""
-    delay = re.search(r"-d(\d+)", model)
-    chunk = re.search(r"-c(\d+)", model)
-    return Timing(
-        int(delay.group(1)) / 1000 if delay else 0.0,
-        int(chunk.group(1)) / 1000 if chunk else 0.0,
-    )
+    """`org/bench-d50-c20`: 50 ms before the answer, 20 ms between stream chunks;
+    `org/bench-k2000`: 2 MB of content."""
+
+    def number(letter: str) -> int:
+        found = re.search(rf"-{letter}(\d+)", model)
+        return int(found.group(1)) if found else 0
+
+    return Timing(number("d") / 1000, number("c") / 1000, number("k") * 1000)
 
 
 @dataclass(frozen=True)
@@ -58,8 +72,10 @@ class Request:
 # Answers are built once per (model, tokens) and reused: the stand-in should cost next to
 # nothing per request, and 1000 SSE events take milliseconds to encode.
 @functools.lru_cache(maxsize=256)
-def chat_json(model: str, tokens: int) -> bytes:
+def chat_json(model: str, tokens: int, size: int = 0) -> bytes:
     text = "".join(f"tok{i} " for i in range(tokens))
+    if size:
+        text = (text * (size // max(1, len(text)) + 1))[:size]
     return json.dumps(
         {
             "id": "chatcmpl-bench",
@@ -146,7 +162,30 @@ def response_head(status: int, content_type: str, length: int | None) -> bytes:
     ).encode()
 
 
+BURN_BLOCK = bytes(64 * 1024)
+
+
+def burn(seconds: float) -> None:
+    """Spend `seconds` of this thread's CPU time, mostly in hashlib, which releases the
+    GIL on large buffers: a pure-Python loop would stall the event loop meanwhile."""
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        hashlib.sha256(BURN_BLOCK).digest()
+
+
+async def burn_in_exiting_thread(seconds: float) -> None:
+    """Burn CPU in a new thread and wait until it has ended (the thread is gone from
+    /proc/PID/task by the time the answer is sent)."""
+    thread = threading.Thread(target=burn, args=(seconds,))
+    thread.start()
+    while thread.is_alive():
+        await asyncio.sleep(0.001)
+
+
 class Upstream:
+    def __init__(self, thread_burn: float = 0.0) -> None:
+        self.thread_burn = thread_burn
+
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while (request := await read_request(reader)) is not None:
@@ -167,10 +206,12 @@ class Upstream:
         model = str(data.get("model", "bench"))
         tokens = int(data.get("max_tokens") or DEFAULT_TOKENS)
         timing = timing_of(model)
+        if self.thread_burn:
+            await burn_in_exiting_thread(self.thread_burn)
         if timing.delay:
             await asyncio.sleep(timing.delay)
         if not data.get("stream"):
-            body = chat_json(model, tokens)
+            body = chat_json(model, tokens, timing.size)
             writer.write(response_head(200, "application/json", len(body)) + body)
             return
         await self.stream(writer, sse_frames(model, tokens), timing.chunk_delay)
@@ -179,16 +220,41 @@ class Upstream:
         self, writer: asyncio.StreamWriter, frames: tuple[bytes, ...], chunk_delay: float
     ) -> None:
         writer.write(response_head(200, "text/event-stream; charset=utf-8", None))
-        for frame in frames:
-            writer.write(frame)
-            await writer.drain()
-            # Yield between tokens, as an engine step would, so concurrent streams interleave.
-            await asyncio.sleep(chunk_delay)
-        writer.write(b"0\r\n\r\n")
+        if chunk_delay:
+            await paced(writer, frames, chunk_delay)
+        else:
+            for frame in frames:
+                writer.write(frame)
+                await writer.drain()
+                await asyncio.sleep(0)  # as an engine step would: concurrent streams interleave
+        if not writer.is_closing():
+            writer.write(b"0\r\n\r\n")
 
 
-async def serve(host: str, port: int) -> None:
-    server = await asyncio.start_server(Upstream().handle, host, port, backlog=1024)
+def paced(
+    writer: asyncio.StreamWriter, frames: tuple[bytes, ...], interval: float
+) -> asyncio.Future:
+    """Writes one frame every `interval` seconds from timer callbacks, without a task
+    switch per frame: a paced stand-in must stay cheap at a thousand streams. The future
+    completes after the last frame, or when the client has gone."""
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    pending = iter(frames)
+
+    def send_next() -> None:
+        frame = next(pending, None)
+        if frame is None or writer.is_closing():
+            done.set_result(None)
+            return
+        writer.write(frame)
+        loop.call_later(interval, send_next)
+
+    send_next()
+    return done
+
+
+async def serve(host: str, port: int, thread_burn: float = 0.0) -> None:
+    server = await asyncio.start_server(Upstream(thread_burn).handle, host, port, backlog=4096)
     print(f"fast upstream on http://{host}:{port}", flush=True)
     async with server:
         await server.serve_forever()
@@ -198,13 +264,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument(
+        "--thread-burn-ms", type=float, default=0.0, help="CPU per completion, in a thread"
+    )
     args = parser.parse_args()
+    serving = serve(args.host, args.port, args.thread_burn_ms / 1000)
     try:
         import uvloop  # optional: a faster event loop, as vLLM itself uses
     except ImportError:
-        asyncio.run(serve(args.host, args.port))
+        asyncio.run(serving)
     else:
-        uvloop.run(serve(args.host, args.port))
+        uvloop.run(serving)
 
 
 if __name__ == "__main__":
