@@ -375,6 +375,40 @@ def stop(config_path: Path, gpu: str | None, model: str | None) -> None:
     sys.exit(1 if any(codes) else 0)
 
 
+@main.command()
+@config_option
+@gpu_model_options
+@click.option(
+    "--for",
+    "duration",
+    required=True,
+    metavar="DURATION",
+    help="How long, e.g. 2h, 90m or 1h30m (at most 23h).",
+)
+@click.option(
+    "--min",
+    "minimum",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Containers to keep up meanwhile.",
+)
+@friendly_errors
+@deploy_errors
+def warm(
+    config_path: Path, gpu: str | None, model: str | None, duration: str, minimum: int
+) -> None:
+    """Keep containers of a model up for a while, starting now (gpu mode); the deployed
+    app lowers the minimum again when the time is up."""
+    from mvgen import warm as w
+
+    plan = load(config_path)
+    now = w.now_utc()
+    request = w.plan_warm(plan, gpu, model, minimum, w.parse_duration(duration), now)
+    call = w.start_warm(request, w.ModalClient())
+    click.echo(w.describe(request, call, now))
+
+
 @main.command(name="test")
 @config_option
 @gpu_model_options
