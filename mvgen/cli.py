@@ -231,9 +231,19 @@ def client_env(config_path: Path, gpu: str | None, model: str | None, use_proxy:
     show_default=True,
     help="Minutes of use in one burst from zero, cold start included, for the burst cost.",
 )
+@click.option(
+    "--warm-from",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    help="Price warm: schedules over the 30 days from this date (default: today, UTC).",
+)
 @friendly_errors
 def plan(
-    config_path: Path, as_json: bool, with_diff: bool, output_dir: Path, burst_minutes: float
+    config_path: Path,
+    as_json: bool,
+    with_diff: bool,
+    output_dir: Path,
+    burst_minutes: float,
+    warm_from: Any,
 ) -> None:
     """Show GPU memory fit, cost, endpoints and what a render would change; exit 1 if
     something would fail (a pair that does not fit, too many endpoints, stale files)."""
@@ -243,7 +253,13 @@ def plan(
 
     plan = load(config_path, skip_checks=REPORTED_CHECKS)
     plan = with_workspace(plan, config_path, REPORTED_CHECKS, live=False)
-    report = build_report(plan, output_dir, burst_minutes=burst_minutes, with_diff=with_diff)
+    report = build_report(
+        plan,
+        output_dir,
+        burst_minutes=burst_minutes,
+        with_diff=with_diff,
+        warm_from=warm_from.date() if warm_from else None,
+    )
     if as_json:
         click.echo(json.dumps(to_json(report), indent=2))
     else:
