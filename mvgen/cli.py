@@ -323,7 +323,10 @@ def deploy(config_path: Path, gpu: str | None, model: str | None, every: bool) -
     apps = _chosen_apps(plan, gpu, model, every)
     modal = d.ModalCli()
     report = d.preflight(plan, apps, modal, Path("."))
-    for note in report.notes:
+    from mvgen import warmup
+
+    names = [app.name for app in apps]
+    for note in [*report.notes, *warmup.deploy_notes(plan, names, warmup.now_utc())]:
         click.echo(f"note: {note}", err=True)
     if not report.ok:
         click.echo("preflight refused the deploy; nothing was deployed:", err=True)

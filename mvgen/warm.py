@@ -20,7 +20,9 @@ from typing import Any, Protocol
 
 from mvgen.deploy import DeployError, select_apps
 from mvgen.plan import App, Deployment, Plan
-from mvgen.warmup import HOLD_FUNCTION, MAX_HOLD, scheduled_minimum
+from mvgen.warmup import HOLD_FUNCTION, MAX_HOLD, now_utc, scheduled_minimum
+
+__all__ = ["now_utc"]  # cli.py reads the clock here; tests replace it
 
 _DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?$")
 
@@ -177,7 +179,3 @@ def describe(request: WarmRequest, call: str, now: datetime) -> str:
 def duration_text(minutes: int) -> str:
     hours, rest = divmod(minutes, 60)
     return f"{hours}h{rest:02d}m" if hours else f"{rest}m"
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)

@@ -223,6 +223,32 @@ def month_hours(entry: WarmEntry, first_day: date, days: int = PRICE_DAYS) -> fl
     return total / 3600
 
 
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def deploy_notes(plan: Plan, app_names: Iterable[str], now: datetime) -> list[str]:
+    """A deploy resets every minimum the schedule raised: say so for each window under way
+    in the apps about to be deployed, with the command that restores it."""
+    names = set(app_names)
+    notes = []
+    for entry in (e for e in plan.warm if e.app in names):
+        window = active(entry, now)
+        if window is None:
+            continue
+        left = min(window.end - now, MAX_HOLD)
+        minutes = -(-left // timedelta(minutes=1))  # rounded up
+        hours, rest = divmod(minutes, 60)
+        left = f"{hours}h{rest}m" if hours and rest else f"{hours}h" if hours else f"{rest}m"
+        notes.append(
+            f"{entry.path} is under way until {entry.until} ({entry.timezone}): this deploy "
+            f"resets {entry.model} on {entry.gpu} to {entry.static_min} container(s) until "
+            f"its next start; `mvgen warm --gpu {entry.gpu} --model {entry.model} --for "
+            f"{left} --min {entry.min_containers}` afterwards restores it"
+        )
+    return notes
+
+
 # --- the warm: section -----------------------------------------------------------------
 
 

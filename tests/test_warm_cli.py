@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 from conftest import BASE_CONFIG, run_cli
+from test_deploy import FAKE_MODAL_DIR, FakeModal
+from test_deploy import project as deploy_project
 
-from mvgen import warm
+from mvgen import deploy, warm, warmup
 from mvgen.deploy import CREDENTIAL_ENV_VARS
 from mvgen.warmup import HOLD_FUNCTION
 
@@ -191,3 +193,36 @@ def test_the_real_modal_client_without_credentials_fails_in_one_line(
     assert "error: Modal refused the credentials (Token missing." in result.stderr
     assert "run `modal token new`" in result.stderr
     assert "Traceback" not in result.output
+
+
+# --- a deploy during a window ----------------------------------------------------------
+
+
+@pytest.fixture
+def fake_modal(tmp_path, monkeypatch) -> FakeModal:
+    """The recording stand-in for the `modal` CLI, set up as tests/test_deploy.py does."""
+    monkeypatch.setattr(deploy, "find_modal", lambda: str(FAKE_MODAL_DIR / "modal"))
+    monkeypatch.setenv("FAKE_MODAL_STATE", str(tmp_path / "fake-modal-state.json"))
+    monkeypatch.setenv("FAKE_MODAL_LOG", str(tmp_path / "fake-modal-calls.jsonl"))
+    for name in (*CREDENTIAL_ENV_VARS, "MODAL_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    return FakeModal(tmp_path)
+
+
+def test_deploy_during_a_window_notes_the_reset_and_the_fix(
+    tmp_path, fake_modal, monkeypatch
+) -> None:
+    """With the recording stand-in for the `modal` CLI (tests/fake_modal): the deploy goes
+    ahead, and a note says what it does to the window under way."""
+    root = deploy_project(tmp_path, BASE_CONFIG + SCHEDULE)
+    monkeypatch.setattr(warmup, "now_utc", lambda: NOW)  # Monday 10:00 in Paris
+    result = run_cli("deploy", "--gpu", "h100", cwd=root)
+    assert result.exit_code == 0, result.output
+    assert (
+        "note: warm[0] is under way until 18:00 (Europe/Paris): this deploy resets "
+        "gemma-3-12b on h100 to 0 container(s) until its next start; `mvgen warm --gpu h100 "
+        "--model gemma-3-12b --for 8h --min 2` afterwards restores it"
+    ) in result.stderr
+    assert fake_modal.deployed_files() == ["vllm_h100.py"]
+    monkeypatch.setattr(warmup, "now_utc", lambda: NOW.replace(hour=17, minute=1))
+    assert "under way" not in run_cli("deploy", "--gpu", "h100", cwd=root).stderr
