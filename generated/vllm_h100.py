@@ -309,6 +309,7 @@ def warm_pools() -> WarmPools:
     return WarmPools(app.name, WARM_POOLS, warm_holds)
 
 
-@app.function(image=gateway_image, timeout=86400)  # Modal's longest
+# Retried on failure: the end is a time, so a rerun (or a preemption) ends it on time.
+@app.function(image=gateway_image, timeout=86400, retries=3)
 def warm_hold(model: str, min_containers: int, ends_at: float, restore: int, token: str):
     warm_pools().hold(model, Hold(min_containers, ends_at, token), restore)

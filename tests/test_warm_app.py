@@ -75,6 +75,7 @@ def test_cron_functions_import_with_their_schedules(rendered) -> None:
     assert schedules["warm_0_end"] == "Cron('0 18 * * 1-5', Europe/Paris)"
     assert schedules["warm_1_start"] == "Cron('30 22 * * FRI', UTC)"
     assert schedules["warm_1_end"] == "Cron('0 6 * * 6', UTC)"  # Saturday morning
+    assert functions["warm_hold"].info().max_retries == 3  # reruns end at the same time
     for name in ("warm_0_start", "warm_0_end"):
         info = functions[name].info()
         assert info.gpus == [] and info.timeout == 60 and info.max_retries == 2
@@ -221,3 +222,12 @@ def test_generated_block_is_readable(rendered) -> None:
     text = Path(out / "generated" / plan.app_for("h100").filename).read_text()
     assert "# warm[0]: 1 container of gemma-3-12b up from `0 8 * * 1-5` until 18:00" in text
     assert "# warm[1]: 3 containers of qwen3-vl-30b up from `30 22 * * FRI` until 06:00" in text
+
+
+def test_a_hold_still_lowers_when_the_holds_store_is_unreachable() -> None:
+    """The CLI raised the minimum already: whatever the store does, it must come down."""
+    clock = Clock(0.0)
+    warm, calls, holds = pools(clock)
+    holds.unreachable = True
+    assert warm.hold("m", Hold(2, 600.0, "t"), restore=0) is True
+    assert minimums(calls) == [("m", 2), ("m", 0)]

@@ -91,7 +91,9 @@ class WarmPools:
         """Keep `hold.min_containers` until `hold.ends_at`, then set `restore` unless a
         newer hold took over. Safe to run again after a preemption: the end is a time,
         not a duration. True when this hold did the lowering."""
-        self.holds.put(self.key(model), hold.to_store())
+        # Without the record a newer hold cannot replace this one, but the minimum must
+        # still come down at the end: the store's failures are logged, not raised.
+        self._store("put", self.key(model), hold.to_store())
         self.set_minimum(model, hold.min_containers)
         while (left := hold.ends_at - self.clock()) > 0:
             self.sleep(min(left, 60.0))
@@ -100,8 +102,14 @@ class WarmPools:
             log.info("warm: %s hold %s replaced by %s", model, hold.token, current.token)
             return False
         self.set_minimum(model, restore)
-        self.holds.pop(self.key(model))
+        self._store("pop", self.key(model))
         return True
+
+    def _store(self, method: str, *args: Any) -> None:
+        try:
+            getattr(self.holds, method)(*args)
+        except Exception as exc:
+            log.warning("warm: holds store %s failed (%s)", method, exc)
 
     def _current_hold(self, model: str) -> Hold | None:
         try:
