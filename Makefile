@@ -108,7 +108,14 @@ test: .venv/.synced ## smoke-test GPU=h100 [MODEL=...] [URL=...]; key from VLLM_
 test-all: .venv/.synced ## smoke-test every app; key from VLLM_API_KEY
 	$(MVGEN) test --all --config $(CONFIG)
 
-.PHONY: deploy deploy-all url logs stop test test-all
+FOR ?=
+MIN ?=
+
+warm: .venv/.synced ## keep containers of GPU=h100 MODEL=... up for FOR=2h [MIN=1], starting now
+	@test -n "$(FOR)" || { echo "usage: make warm GPU=h100 MODEL=gemma-3-27b FOR=2h [MIN=1]"; exit 2; }
+	$(MVGEN) warm --config $(CONFIG) $(APP_ARGS) --for $(FOR) $(if $(MIN),--min $(MIN))
+
+.PHONY: deploy deploy-all url logs stop test test-all warm
 
 BENCH_ARGS ?=
 

@@ -26,6 +26,7 @@ from mvgen.runtime.modal_backend import ModalBackend, send_stream
 from mvgen.runtime.models import models_from_literal
 from mvgen.runtime.start_failures import StartFailures, StartGate, pool_key, pool_keys
 from mvgen.runtime.vllm_process import VllmProcess
+from mvgen.runtime.warm_pools import Hold, WarmPools
 
 # The app and function names make the endpoint's URL:
 # https://your-workspace--vllm-h200-serve.modal.run
@@ -293,3 +294,28 @@ def serve():
         settings=GatewaySettings(api_key_env=API_KEY_ENV),
         gate=gate,
     )
+
+
+# ## Warm-up: more containers of a model for a while
+#
+# `mvgen warm --gpu h200 --model M --for 2h` raises M's minimum containers
+# now and spawns `warm_hold`, which lowers it when the time is up. Schedules from
+# `warm:` in deployments.yaml run as cron functions below, each at its start and at its
+# `until`. A `modal deploy` of this app resets every minimum to the class's own.
+
+warm_holds = modal.Dict.from_name("vllm-warm-holds", create_if_missing=True)
+WARM_POOLS = {
+    "gemma-3-12b": Vllm,
+    "gemma-3-27b": Vllm,
+    "qwen3-vl-30b": Vllm,
+}
+
+
+def warm_pools() -> WarmPools:
+    return WarmPools(app.name, WARM_POOLS, warm_holds)
+
+
+# Retried on failure: the end is a time, so a rerun (or a preemption) ends it on time.
+@app.function(image=gateway_image, timeout=86400, retries=3)
+def warm_hold(model: str, min_containers: int, ends_at: float, restore: int, token: str):
+    warm_pools().hold(model, Hold(min_containers, ends_at, token), restore)

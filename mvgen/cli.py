@@ -299,9 +299,19 @@ def client_env(config_path: Path, gpu: str | None, model: str | None, use_proxy:
     show_default=True,
     help="Minutes of use in one burst from zero, cold start included, for the burst cost.",
 )
+@click.option(
+    "--warm-from",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    help="Price warm: schedules over the 30 days from this date (default: today, UTC).",
+)
 @friendly_errors
 def plan(
-    config_path: Path, as_json: bool, with_diff: bool, output_dir: Path, burst_minutes: float
+    config_path: Path,
+    as_json: bool,
+    with_diff: bool,
+    output_dir: Path,
+    burst_minutes: float,
+    warm_from: Any,
 ) -> None:
     """Show GPU memory fit, cost, endpoints and what a render would change; exit 1 if
     something would fail (a pair that does not fit, too many endpoints, stale files)."""
@@ -311,7 +321,13 @@ def plan(
 
     plan = load(config_path, skip_checks=REPORTED_CHECKS)
     plan = with_workspace(plan, config_path, REPORTED_CHECKS, live=False)
-    report = build_report(plan, output_dir, burst_minutes=burst_minutes, with_diff=with_diff)
+    report = build_report(
+        plan,
+        output_dir,
+        burst_minutes=burst_minutes,
+        with_diff=with_diff,
+        warm_from=warm_from.date() if warm_from else None,
+    )
     if as_json:
         click.echo(json.dumps(to_json(report), indent=2))
     else:
@@ -375,7 +391,10 @@ def deploy(config_path: Path, gpu: str | None, model: str | None, every: bool) -
     apps = _chosen_apps(plan, gpu, model, every)
     modal = d.ModalCli()
     report = d.preflight(plan, apps, modal, Path("."))
-    for note in report.notes:
+    from mvgen import warmup
+
+    names = [app.name for app in apps]
+    for note in [*report.notes, *warmup.deploy_notes(plan, names, warmup.now_utc())]:
         click.echo(f"note: {note}", err=True)
     if not report.ok:
         click.echo("preflight refused the deploy; nothing was deployed:", err=True)
@@ -441,6 +460,40 @@ def stop(config_path: Path, gpu: str | None, model: str | None) -> None:
     apps = d.select_apps(load(config_path), gpu, model)
     codes = [modal.passthrough("app", "stop", app.name, "-y") for app in apps]
     sys.exit(1 if any(codes) else 0)
+
+
+@main.command()
+@config_option
+@gpu_model_options
+@click.option(
+    "--for",
+    "duration",
+    required=True,
+    metavar="DURATION",
+    help="How long, e.g. 2h, 90m or 1h30m (at most 23h).",
+)
+@click.option(
+    "--min",
+    "minimum",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Containers to keep up meanwhile.",
+)
+@friendly_errors
+@deploy_errors
+def warm(
+    config_path: Path, gpu: str | None, model: str | None, duration: str, minimum: int
+) -> None:
+    """Keep containers of a model up for a while, starting now (gpu mode); the deployed
+    app lowers the minimum again when the time is up."""
+    from mvgen import warm as w
+
+    plan = load(config_path)
+    now = w.now_utc()
+    request = w.plan_warm(plan, gpu, model, minimum, w.parse_duration(duration), now)
+    call = w.start_warm(request, w.ModalClient())
+    click.echo(w.describe(request, call, now))
 
 
 @main.command(name="test")

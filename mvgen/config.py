@@ -83,6 +83,11 @@ def build_plan(
     models = _models(data["models"], lock)
     deployments = _deployments(data, gpus, models, lock, lines, problems)
     plan = _assemble(data, source, gpus, models, deployments, workspace)
+    if data.get("warm"):
+        from mvgen.warmup import warm_entries
+
+        warm, found = warm_entries(data["warm"], plan, data["gpus"], lines)
+        plan, problems = replace(plan, warm=warm), problems + found
     problems += checks.run(plan, lines, warnings, skip_checks)
     if problems:
         raise ConfigError(sorted(problems, key=lambda p: (p.line or 0, p.path)), source)

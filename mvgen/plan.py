@@ -197,6 +197,28 @@ class LiteLLMSettings:
 
 
 @dataclass(frozen=True)
+class WarmEntry:
+    """One `warm:` entry: from each start of `cron` until the next `until`, in
+    `timezone`, the pool of `model` on `gpu` keeps `min_containers` up instead of
+    `static_min` (warmup.py checks and prices them; the app's cron functions apply them)."""
+
+    index: int  # position in warm:, for error paths and function names
+    cron: str
+    timezone: str
+    model: str  # model short name
+    gpu: str  # GPU short name
+    min_containers: int
+    until: str  # HH:MM in `timezone`
+    end_cron: str  # when `until` comes after a start, as a cron in the same zone
+    app: str  # the gpu-mode app whose pool it raises
+    static_min: int  # the pool's own min_containers, restored at `until`
+
+    @property
+    def path(self) -> str:
+        return f"warm[{self.index}]"
+
+
+@dataclass(frozen=True)
 class Plan:
     source: str  # file name of the config, for generated headers
     mode: str
@@ -214,6 +236,12 @@ class Plan:
     litellm: LiteLLMSettings
     warnings: tuple[str, ...] = field(default=())
     fit_min_sequences: int = 4  # fewer full-length sequences in the KV cache: a warning
+    warm: tuple[WarmEntry, ...] = ()  # scheduled warm-up, gpu mode only
+
+    @property
+    def warm_holds_dict(self) -> str:
+        """The modal.Dict in which `mvgen warm` records the minimums it holds."""
+        return f"{self.app_prefix}-warm-holds"
 
     @property
     def deployments(self) -> tuple[Deployment, ...]:

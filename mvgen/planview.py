@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 from mvgen.catalog import PRICES_READ_ON
 from mvgen.fit import GIB, KV_TOLERANCE_GIB, Fit, assess_deployment, fixes, refusal, weight_label
-from mvgen.plan import Deployment, Plan
+from mvgen.plan import Deployment, Plan, WarmEntry
 from mvgen.render import Change, plan_changes, render_files
 
 HOURS_PER_DAY = 24
@@ -40,6 +41,43 @@ def always_on_cost(per_hour: float | None, min_containers: int) -> float | None:
     if per_hour is None:
         return None
     return per_hour * HOURS_PER_DAY * min_containers
+
+
+@dataclass(frozen=True)
+class WarmCost:
+    """A `warm:` entry priced over a stretch of its calendar: the containers it adds to
+    the model's own min_containers, for the hours its windows cover."""
+
+    entry: WarmEntry
+    per_hour: float | None  # one container, as Row.per_hour
+    hours: float  # raised-minimum hours in the `days` priced
+    days: int
+
+    @property
+    def added(self) -> int:
+        return self.entry.min_containers - self.entry.static_min
+
+    @property
+    def per_period(self) -> float | None:
+        return None if self.per_hour is None else self.per_hour * self.added * self.hours
+
+    @property
+    def per_day(self) -> float | None:
+        total = self.per_period
+        return None if total is None else total / self.days
+
+
+def warm_costs(plan: Plan, first_day: date) -> tuple[WarmCost, ...]:
+    from mvgen.warmup import PRICE_DAYS, month_hours
+
+    out = []
+    for entry in plan.warm:
+        d = next(
+            d for d in plan.deployments if (d.gpu.key, d.model.key) == (entry.gpu, entry.model)
+        )
+        per_hour = hourly_cost(d.gpu.type.usd_per_hour, d.settings.gpu_count)
+        out.append(WarmCost(entry, per_hour, month_hours(entry, first_day), PRICE_DAYS))
+    return tuple(out)
 
 
 # Checks whose findings the plan shows as failing rows instead of refusing the config.
@@ -70,6 +108,8 @@ class Report:
     changes: tuple[Change, ...]
     diffs: dict[str, str]
     burst_minutes: float
+    warm: tuple[WarmCost, ...] = ()
+    warm_from: date | None = None  # first day of the stretch `warm` is priced over
 
     @property
     def pending(self) -> tuple[Change, ...]:
@@ -110,7 +150,12 @@ def _misfit(row: Row, vllm: str) -> str:
 
 
 def build_report(
-    plan: Plan, out_dir: Path, *, burst_minutes: float = 5.0, with_diff: bool = False
+    plan: Plan,
+    out_dir: Path,
+    *,
+    burst_minutes: float = 5.0,
+    with_diff: bool = False,
+    warm_from: date | None = None,
 ) -> Report:
     rows = []
     for app in plan.apps:
@@ -129,7 +174,9 @@ def build_report(
     files = render_files(plan)
     changes = plan_changes(files, out_dir)
     diffs = unified_diffs(files, changes, out_dir) if with_diff else {}
-    return Report(plan, tuple(rows), tuple(changes), diffs, burst_minutes)
+    warm_from = warm_from or datetime.now(UTC).date()
+    warm = warm_costs(plan, warm_from)
+    return Report(plan, tuple(rows), tuple(changes), diffs, burst_minutes, warm, warm_from)
 
 
 def unified_diffs(files: dict[str, str], changes: list[Change], out_dir: Path) -> dict[str, str]:
@@ -169,11 +216,40 @@ def to_json(report: Report) -> dict[str, Any]:
         "fit_min_sequences": plan.fit_min_sequences,
         "apps": list(apps.values()),
         "endpoints": {"used": plan.endpoints_needed, "limit": plan.endpoint_limit},
+        "warm": _warm_json(report),
         "changes": [_change_json(report, c) for c in report.pending],
         "warnings": list(plan.warnings),
         "failures": report.failures,
         "ok": not report.failures,
     }
+
+
+def _warm_json(report: Report) -> dict[str, Any]:
+    from mvgen.warmup import PRICE_DAYS
+
+    schedules = []
+    for cost in report.warm:
+        e = cost.entry
+        schedules.append(
+            {
+                "entry": e.path,
+                "app": e.app,
+                "model": e.model,
+                "gpu": e.gpu,
+                "cron": e.cron,
+                "timezone": e.timezone,
+                "until": e.until,
+                "end_cron": e.end_cron,
+                "min_containers": e.min_containers,
+                "added_containers": cost.added,
+                "usd_per_hour": _usd(cost.per_hour),
+                "hours": round(cost.hours, 2),
+                "usd_per_day": _usd(cost.per_day),
+                "usd_per_month": _usd(cost.per_period),
+            }
+        )
+    first = report.warm_from.isoformat() if report.warm_from else None
+    return {"from": first, "days": PRICE_DAYS, "schedules": schedules}
 
 
 def _change_json(report: Report, change: Change) -> dict[str, str]:
@@ -276,6 +352,8 @@ def print_report(report: Report) -> None:
                 markup=False,
                 soft_wrap=True,
             )
+    if report.warm:
+        console.print(_warm_table(report))
     console.print(f"web endpoints: {plan.endpoints_needed} of {plan.endpoint_limit}")
     if report.pending:
         console.print(f"make render would change {len(report.pending)} file(s):")
@@ -337,3 +415,46 @@ def _budget(fit: Fit) -> str:
 
 def _money(n: float | None) -> str:
     return "?" if n is None else f"{n:.2f}"
+
+
+WARM_COLUMNS = (
+    ("entry", "left"),
+    ("app", "left"),
+    ("model", "left"),
+    ("starts (cron, zone)", "left"),
+    ("until", "left"),
+    ("+containers", "right"),
+    ("hours", "right"),
+    ("$/day", "right"),
+    ("$/month", "right"),
+)
+
+
+def _warm_table(report: Report) -> Any:
+    from rich.table import Table
+
+    first = report.warm[0]
+    title = f"warm-up schedules over the {first.days} days from {report.warm_from}"
+    table = Table(title=title, caption=_WARM_CAPTION)
+    for name, justify in WARM_COLUMNS:
+        table.add_column(name, justify=justify, overflow="fold")
+    for cost in report.warm:
+        e = cost.entry
+        table.add_row(
+            e.path,
+            e.app,
+            e.model,
+            f"{e.cron} ({e.timezone})",
+            e.until,
+            f"{cost.added} (to {e.min_containers})",
+            f"{cost.hours:.1f}",
+            _money(cost.per_day),
+            _money(cost.per_period),
+        )
+    return table
+
+
+_WARM_CAPTION = (
+    "GPU $/h x gpu_count x containers added above min_containers x hours of the windows "
+    "in those days; $/month is that total, $/day its daily average."
+)

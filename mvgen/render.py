@@ -95,6 +95,21 @@ def _app_context(plan: Plan, app: App) -> dict[str, Any]:
             for pool in app.pools
         },
         "deployment": deployments[0],
+        **_warm_context(plan, app),
+    }
+
+
+def _warm_context(plan: Plan, app: App) -> dict[str, Any]:
+    from mvgen.warmup import HOLD_FUNCTION, HOLD_TIMEOUT, SCHEDULED_TIMEOUT
+
+    return {
+        "warm_entries": [e for e in plan.warm if e.app == app.name],
+        "warm": {
+            "hold_function": HOLD_FUNCTION,
+            "hold_timeout": HOLD_TIMEOUT,
+            "scheduled_timeout": SCHEDULED_TIMEOUT,
+            "pool_of": {d.model.key: p.class_name for p in app.pools for d in p.deployments},
+        },
     }
 
 

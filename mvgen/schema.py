@@ -85,10 +85,24 @@ def _problem(error: Any, lines: Lines) -> Problem:
         return _empty(error, where, line)
     if kind == "type":
         wanted = " or ".join(_as_list(error.validator_value))
-        return Problem(where, f"{value!r} should be {wanted}", line)
+        return Problem(where, f"{value!r} should be {wanted}", line, _quote_hint(error))
     if kind in ("maximum", "exclusiveMaximum", "minimum", "exclusiveMinimum"):
         return _out_of_range(error, where, line)
     return Problem(where, f"{error.message}", line)
+
+
+def _quote_hint(error: Any) -> str | None:
+    """PyYAML reads YAML 1.1, where unquoted 18:00 is the number 1080 and 0.12 a float."""
+    value = error.instance
+    if "string" not in _as_list(error.validator_value) or not isinstance(value, int | float):
+        return None
+    is_time = ":" in error.schema.get("pattern", "")  # warm[].until: HH:MM
+    if is_time and isinstance(value, int) and not isinstance(value, bool) and value < 24 * 60:
+        return (
+            f"put it in quotes: YAML reads an unquoted time such as "
+            f"{value // 60}:{value % 60:02d} as the number {value}"
+        )
+    return "put it in quotes: YAML reads it as a number or a boolean"
 
 
 def _as_list(value: Any) -> list[Any]:

@@ -19,6 +19,7 @@ from conftest import BASE_CONFIG, ROOT, SEED_CONFIG, run_cli
 
 from mvgen.config import load_plan
 from mvgen.plan import HF_CACHE, VLLM_CACHE, App, Plan
+from mvgen.warmup import HOLD_FUNCTION, HOLD_TIMEOUT
 
 
 def import_app(path: Path) -> ModuleType:
@@ -120,9 +121,10 @@ def check_gpu_app(plan: Plan, app: App, path: Path) -> None:
     module = import_app(path)
     functions, classes = modal_objects(module)
     assert module.app.name == app.name
-    assert list(functions) == ["serve"]
+    assert list(functions) == ["serve", *warm_function_names(plan, app)]
     assert web_endpoints(functions, classes) == ["serve"]
     assert sorted(classes) == sorted(p.class_name for p in app.pools)
+    check_warm_functions(plan, app, functions)
 
     gateway = functions["serve"].info()
     assert gateway.gpus == []  # the gateway never holds a GPU
@@ -163,6 +165,26 @@ def check_gpu_app(plan: Plan, app: App, path: Path) -> None:
         # vLLM's wait ends before Modal's limit, so our error (with its cause) comes first.
         (ready,) = ready_timeouts(path, pool.class_name)
         assert 0 < ready < class_info(classes[pool.class_name]).startup_timeout
+
+
+def warm_function_names(plan: Plan, app: App) -> list[str]:
+    """`warm_hold` for `mvgen warm`, then a start and an end per `warm:` entry of the app."""
+    names = [HOLD_FUNCTION]
+    for entry in (e for e in plan.warm if e.app == app.name):
+        names += [f"warm_{entry.index}_start", f"warm_{entry.index}_end"]
+    return names
+
+
+def check_warm_functions(plan: Plan, app: App, functions: dict[str, modal.Function]) -> None:
+    """CPU-only functions; each entry's cron schedules as Modal records them."""
+    hold = functions[HOLD_FUNCTION].info()
+    assert (hold.gpus, hold.schedule, hold.timeout) == ([], None, HOLD_TIMEOUT)
+    for entry in (e for e in plan.warm if e.app == app.name):
+        start = functions[f"warm_{entry.index}_start"].info()
+        end = functions[f"warm_{entry.index}_end"].info()
+        assert start.schedule == f"Cron({entry.cron!r}, {entry.timezone})"
+        assert end.schedule == f"Cron({entry.end_cron!r}, {entry.timezone})"
+        assert start.gpus == end.gpus == []
 
 
 def check_legacy_app(plan: Plan, app: App, path: Path) -> None:
