@@ -39,6 +39,7 @@ vllm_image = (
     .entrypoint([])  # the CUDA image's own entrypoint prints a banner; skip it
     .uv_pip_install(
         "vllm==0.12.0",
+        "aiohttp==3.14.5",
         "httpx==0.28.1",
         "starlette==1.10.0",
     )
@@ -49,6 +50,7 @@ vllm_image = (
 gateway_image = (
     modal.Image.debian_slim(python_version="3.12")
     .uv_pip_install(
+        "aiohttp==3.14.5",
         "httpx==0.28.1",
         "starlette==1.10.0",
     )

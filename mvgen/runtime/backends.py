@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import httpx
+import aiohttp
 
 from .errors import (
     ApiError,
@@ -27,7 +26,6 @@ from .errors import (
     UpstreamUnavailable,
 )
 from .models import ServedModel
-from .transport import LeanTransport
 
 # Upstream response headers worth relaying; everything else (hop-by-hop headers,
 # content-length/encoding that no longer match, server identity) is dropped.
@@ -39,7 +37,15 @@ CONNECT_RETRY_INTERVAL = 0.25
 # Below uvicorn's 5 s keep-alive timeout (vLLM runs uvicorn), so the gateway never
 # reuses a connection the server is about to close.
 KEEPALIVE_EXPIRY = 2.0
-MAX_IDLE_CONNECTIONS = 512
+
+# A non-streamed answer is held whole in memory, so it is capped. vLLM's largest real
+# answers are echoed prompts with logprobs (20 alternatives a token at most): ~600 bytes
+# a token, so a 100k-token prompt is ~60 MB.
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+
+# A header value may hold visible ASCII, spaces and tabs; any other control byte makes
+# the response malformed (it could split the head the gateway writes).
+_CONTROL_BYTES = frozenset(range(0x20)) - {0x09} | {0x7F}
 
 
 @dataclass(frozen=True)
@@ -84,68 +90,133 @@ class Backend(Protocol):
 
 
 def relay_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    return {k.lower(): v for k, v in headers.items() if k.lower() in RELAYED_RESPONSE_HEADERS}
+    """The upstream headers the client gets: only RELAYED_RESPONSE_HEADERS, lower-cased.
+    A value with a control character is a malformed response (502); a value that is not
+    printable ASCII (say UTF-8 from a careless server) is dropped, never a 500."""
+    relayed = {}
+    for name, value in headers.items():
+        name = name.lower()
+        if name not in RELAYED_RESPONSE_HEADERS:
+            continue
+        if any(ord(char) in _CONTROL_BYTES for char in value):
+            raise UpstreamProtocolError(
+                f"The model server sent a {name!r} header with control characters."
+            )
+        if value.isascii():
+            relayed[name] = value
+    return relayed
+
+
+def check_status(status: int) -> int:
+    """A final status the gateway can relay: 200-599 (1xx cannot end an exchange)."""
+    if not 200 <= status <= 599:
+        raise UpstreamProtocolError(f"The model server answered with HTTP status {status}.")
+    return status
 
 
 # --- HTTP ---------------------------------------------------------------------------
 
 
-class _UpstreamClient(httpx.AsyncClient):
-    """An AsyncClient that keeps no cookies: one client serves every user, so a cookie
-    an upstream set must not travel with the next user's request. (Extracting them was
-    also a tenth of the gateway's CPU per request.)"""
+class _StrictConnector(aiohttp.TCPConnector):
+    """aiohttp's pool, except that an idle connection that received anything (a stray
+    response: the server answered more than it was asked) is closed, never reused.
+    aiohttp itself would hand that queued answer to the next request on the connection,
+    i.e. to another user (https://github.com/aio-libs/aiohttp/issues/13656)."""
+
+    async def _get(self, key: Any, traces: list[Any]) -> Any:
+        while (connection := await super()._get(key, traces)) is not None:
+            protocol = connection.protocol
+            if protocol is not None and not protocol.should_close:
+                return connection
+            connection.close()
+        return None
+
+
+class UpstreamClient:
+    """One pooled aiohttp client per process, shared by every upstream and user.
+
+    The session is made on first use, on the loop that serves requests. Settings and
+    why: no cookie jar (one user's cookie must not travel with the next user's request),
+    no proxy from the environment (upstreams are usually loopback), no redirects, and
+    bodies as sent (`accept-encoding: identity`, no decompression: a compressed answer
+    is refused, so a small gzip bomb cannot inflate in memory). `timeout` bounds each
+    read from the upstream; connecting is bounded at 5 s.
+    """
+
+    def __init__(self, timeout: float, *, max_response_bytes: int = MAX_RESPONSE_BYTES) -> None:
+        self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=5.0, sock_read=timeout)
+        self.max_response_bytes = max_response_bytes
+        self._session: aiohttp.ClientSession | None = None
 
     @property
-    def cookies(self) -> httpx.Cookies:
-        return httpx.Cookies()
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = _StrictConnector(
+                limit=0,  # the gateway's concurrency is set by its host, not here
+                keepalive_timeout=KEEPALIVE_EXPIRY,
+                enable_cleanup_closed=False,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                headers={"accept-encoding": "identity"},
+                timeout=self.timeout,
+                auto_decompress=False,
+                trust_env=False,
+                raise_for_status=False,
+            )
+        return self._session
 
-    @cookies.setter
-    def cookies(self, value: Any) -> None:
-        pass  # AsyncClient.__init__ sets them; there is nothing to keep
-
-
-def new_http_client(timeout: float) -> httpx.AsyncClient:
-    """One pooled client per process: no pool limit (the gateway's concurrency is set
-    by Modal), no proxy settings from the environment (upstreams are usually loopback).
-    Plain-http upstreams go through LeanTransport: httpcore's pool cost more CPU per
-    request than the rest of the gateway (transport.py says why)."""
-    # httpx logs every request at INFO: under a root logger at INFO (`mvgen gateway`) that
-    # was a second line per request, with the upstream URL. Ours is the one line.
-    httpx_log = logging.getLogger("httpx")
-    if httpx_log.level == logging.NOTSET:
-        httpx_log.setLevel(logging.WARNING)
-    limits = httpx.Limits(
-        max_connections=None,
-        max_keepalive_connections=MAX_IDLE_CONNECTIONS,
-        keepalive_expiry=KEEPALIVE_EXPIRY,
-    )
-    transport = LeanTransport(
-        keepalive_expiry=KEEPALIVE_EXPIRY,
-        max_idle_per_origin=MAX_IDLE_CONNECTIONS,
-        fallback=httpx.AsyncHTTPTransport(limits=limits, trust_env=False),
-    )
-    return _UpstreamClient(
-        timeout=httpx.Timeout(timeout, connect=5.0, pool=None),
-        transport=transport,
-        headers={"accept-encoding": "identity"},
-        trust_env=False,
-    )
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
 
-def map_transport_error(exc: httpx.HTTPError, label: str) -> UpstreamError:
-    """Turn an httpx failure into the status the client should see."""
-    if isinstance(exc, httpx.TimeoutException):
+def new_http_client(timeout: float) -> UpstreamClient:
+    return UpstreamClient(timeout)
+
+
+def _failure(exc: BaseException, label: str) -> UpstreamError:
+    """Turn an aiohttp failure into the status the client should see."""
+    if isinstance(exc, TimeoutError):  # aiohttp's read and connect timeouts are these
         return UpstreamTimeout(f"{label} did not answer in time ({type(exc).__name__}).")
-    if isinstance(exc, httpx.RemoteProtocolError):
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return UpstreamProtocolError(f"{label} sent a malformed HTTP response.")
+    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
         return UpstreamProtocolError(
-            f"{label} closed the connection or sent a malformed HTTP response."
-        )
-    if isinstance(exc, httpx.NetworkError):
-        return UpstreamProtocolError(
-            f"{label} connection failed ({type(exc).__name__}).",
+            f"{label} closed the connection or broke off its answer.",
             code="upstream_connection_error",
         )
-    return UpstreamProtocolError(f"{label} request failed ({type(exc).__name__}).")
+    return UpstreamProtocolError(
+        f"{label} connection failed ({type(exc).__name__}).", code="upstream_connection_error"
+    )
+
+
+_FAILURES = (aiohttp.ClientError, OSError, TimeoutError)
+
+
+class _Chunks:
+    """A response body as it arrives: whatever has been received, one piece per read,
+    so a relay that falls behind catches up in fewer, larger writes."""
+
+    __slots__ = ("_content", "_label")
+
+    def __init__(self, response: aiohttp.ClientResponse, label: str) -> None:
+        self._content = response.content
+        self._label = label
+
+    def __aiter__(self) -> _Chunks:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            chunk = await self._content.readany()
+        except _FAILURES as exc:
+            raise _failure(exc, self._label) from None
+        if not chunk:
+            raise StopAsyncIteration
+        return chunk
 
 
 class HttpUpstream:
@@ -153,7 +224,7 @@ class HttpUpstream:
 
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        client: UpstreamClient,
         base_url: str,
         *,
         label: str = "upstream",
@@ -162,7 +233,6 @@ class HttpUpstream:
     ) -> None:
         self._client = client
         self._base = base_url.rstrip("/")
-        self._urls: dict[str, httpx.URL] = {}  # parsed once: parsing cost more than sending
         self._label = label
         self._connect_wait = connect_wait
         self._retry_after = retry_after
@@ -170,52 +240,87 @@ class HttpUpstream:
     async def request(self, method: str, path: str, body: dict | None = None) -> UpstreamResponse:
         response = await self._send(method, path, body)
         try:
-            content = await response.aread()
-        except httpx.HTTPError as exc:
-            raise map_transport_error(exc, self._label) from exc
-        finally:
-            await response.aclose()
-        return UpstreamResponse(response.status_code, relay_headers(response.headers), content)
+            status, headers = self._head(response)
+            content = await self._read_whole(response)
+        except BaseException:
+            response.close()  # unfinished: the connection is closed, never reused
+            raise
+        response.release()
+        return UpstreamResponse(status, headers, content)
 
     async def healthy(self, timeout: float = 5.0) -> bool:
         """One GET /health, no retries: a loading server simply is not healthy yet."""
         try:
-            response = await self._client.get(self._base + "/health", timeout=timeout)
-        except httpx.HTTPError:
+            async with asyncio.timeout(timeout):
+                response = await self._client.session.get(
+                    self._base + "/health", allow_redirects=False
+                )
+                response.close()
+        except (*_FAILURES, ValueError):
             return False
-        return response.status_code == 200
+        return response.status == 200
 
     async def stream(self, path: str, body: dict) -> UpstreamStream:
         response = await self._send("POST", path, body)
-        return UpstreamStream(
-            response.status_code,
-            relay_headers(response.headers),
-            self._chunks(response),
-            response.aclose,
+        try:
+            status, headers = self._head(response)
+        except BaseException:
+            response.close()
+            raise
+
+        async def close() -> None:
+            # Read whole: back to the pool. Cut short: closed, so vLLM aborts the request.
+            if response.content.is_eof():
+                response.release()
+            else:
+                response.close()
+
+        return UpstreamStream(status, headers, _Chunks(response, self._label), close)
+
+    def _head(self, response: aiohttp.ClientResponse) -> tuple[int, dict[str, str]]:
+        encoding = response.headers.get("content-encoding", "identity").strip().lower()
+        if encoding != "identity":
+            raise UpstreamProtocolError(
+                f"{self._label} sent a {encoding!r}-encoded answer; the gateway asks for "
+                "identity and does not decompress."
+            )
+        return check_status(response.status), relay_headers(response.headers)
+
+    async def _read_whole(self, response: aiohttp.ClientResponse) -> bytes:
+        limit = self._client.max_response_bytes
+        if (response.content_length or 0) > limit:
+            raise self._too_large(limit)
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in _Chunks(response, self._label):
+            size += len(chunk)
+            if size > limit:
+                parts.clear()  # release what was read now, not when the error is freed
+                raise self._too_large(limit)
+            parts.append(chunk)
+        return b"".join(parts)
+
+    def _too_large(self, limit: int) -> UpstreamError:
+        return UpstreamProtocolError(
+            f"{self._label} answered with more than {limit} bytes; the gateway does not "
+            "hold larger non-streamed answers (stream=true has no such limit).",
+            code="upstream_response_too_large",
         )
 
-    async def _chunks(self, response: httpx.Response) -> AsyncIterator[bytes]:
-        try:
-            async for chunk in response.aiter_bytes():
-                yield chunk
-        except httpx.HTTPError as exc:
-            raise map_transport_error(exc, self._label) from exc
-
-    def _url(self, path: str) -> httpx.URL:
-        url = self._urls.get(path)
-        if url is None:
-            url = httpx.URL(self._base + path)
-            if len(self._urls) < 64:  # a handful of routes; never grow without bound
-                self._urls[path] = url
-        return url
-
-    async def _send(self, method: str, path: str, body: dict | None) -> httpx.Response:
+    async def _send(self, method: str, path: str, body: dict | None) -> aiohttp.ClientResponse:
+        url = self._base + path
+        data = headers = None
+        if body is not None:
+            # ASCII escapes: a lone surrogate in a string (valid JSON) cannot be UTF-8.
+            data = json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+            headers = {"content-type": "application/json"}
         deadline = time.monotonic() + self._connect_wait
         while True:
-            request = self._client.build_request(method, self._url(path), json=body)
             try:
-                return await self._client.send(request, stream=True)
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                return await self._client.session.request(
+                    method, url, data=data, headers=headers, allow_redirects=False
+                )
+            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
                 if time.monotonic() >= deadline:
                     raise UpstreamUnavailable(
                         f"{self._label} is not accepting connections "
@@ -223,8 +328,8 @@ class HttpUpstream:
                         retry_after=self._retry_after,
                     ) from exc
                 await asyncio.sleep(CONNECT_RETRY_INTERVAL)
-            except httpx.HTTPError as exc:
-                raise map_transport_error(exc, self._label) from exc
+            except _FAILURES as exc:
+                raise _failure(exc, self._label) from None
 
 
 class HttpBackend:
@@ -233,6 +338,7 @@ class HttpBackend:
     `timeout` bounds each read (between stream chunks, or for a whole non-streamed
     answer); `connect_wait` is how long refused connections are retried, because vLLM
     refuses them while it loads. The gateway's cold-start budget usually cuts both.
+    `max_response_bytes` caps a non-streamed answer (502 past it).
     """
 
     def __init__(
@@ -241,8 +347,9 @@ class HttpBackend:
         *,
         timeout: float = 600.0,
         connect_wait: float = 600.0,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
-        self._client = new_http_client(timeout)
+        self._client = UpstreamClient(timeout, max_response_bytes=max_response_bytes)
         self._upstreams = {
             key: HttpUpstream(
                 self._client, url, label=f"Model server for '{key}'", connect_wait=connect_wait
