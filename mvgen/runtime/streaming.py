@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .backends import UpstreamStream
+from .backends import UpstreamStream, check_status, relay_headers
 from .errors import ApiError, relay_error_content
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -58,11 +58,8 @@ def sse_data(payload: Any) -> bytes:
 
 
 def _encode_headers(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
-    # Header values are latin-1 on the wire; an odd upstream value must not crash a relay.
-    return [
-        (k.lower().encode("latin-1"), v.encode("latin-1", errors="replace"))
-        for k, v in headers.items()
-    ]
+    # Upstream values were checked by relay_headers (printable ASCII); ours are ASCII.
+    return [(k.lower().encode("ascii"), v.encode("ascii")) for k, v in headers.items()]
 
 
 class StreamRelay:
@@ -77,8 +74,11 @@ class StreamRelay:
         open_stream: Callable[[], Awaitable[UpstreamStream]],
         policy: StreamPolicy,
         model_name: str,
+        *,
+        on_opened: Callable[[], None] | None = None,
     ) -> None:
-        self._open_stream = open_stream
+        self._open_stream: Callable[[], Awaitable[UpstreamStream]] | None = open_stream
+        self._on_opened = on_opened  # called once the upstream has the request
         self._policy = policy
         self._model_name = model_name
         self._state: dict[str, Any] = {}
@@ -92,6 +92,7 @@ class StreamRelay:
             await asyncio.wait({relay, watcher}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             await cancel_and_wait(relay, watcher)
+            self._opened()
         if relay.cancelled():
             # A client may hang up right after the last byte, while the upstream closes.
             if not self._complete:
@@ -99,9 +100,17 @@ class StreamRelay:
         else:
             relay.result()  # surface a bug in the relay itself
 
+    def _opened(self, *_: object) -> None:
+        if self._on_opened is not None:
+            self._on_opened()
+            self._on_opened = None
+
     async def _relay(self, send: Send) -> None:
         started = time.monotonic()
+        assert self._open_stream is not None, "a relay runs once"
         opening = asyncio.ensure_future(self._open_stream())
+        self._open_stream = None  # drops the request body once the upstream has it
+        opening.add_done_callback(self._opened)
         try:
             await asyncio.wait({opening}, timeout=self._policy.commit_after)
             if opening.done():
@@ -115,7 +124,7 @@ class StreamRelay:
     async def _answer_directly(self, opening: asyncio.Future[UpstreamStream], send: Send) -> None:
         """The upstream answered quickly: relay its real status."""
         try:
-            upstream = opening.result()
+            upstream = _checked(opening.result())
         except ApiError as exc:
             body = json.dumps(exc.body()).encode()
             headers = {"content-type": "application/json", **exc.headers()}
@@ -147,7 +156,7 @@ class StreamRelay:
             if not opening.done():
                 await send_body(send, KEEPALIVE_COMMENT)
         try:
-            upstream = opening.result()
+            upstream = _checked(opening.result())
         except ApiError as exc:
             await self._fail(send, exc)
             return
@@ -203,6 +212,14 @@ class StreamRelay:
     async def _send_whole(send: Send, status: int, headers: dict[str, str], body: bytes) -> None:
         await send_start(send, status, headers)
         await send_body(send, body, more_body=False)
+
+
+def _checked(upstream: UpstreamStream) -> UpstreamStream:
+    """The stream, if its status and headers can be relayed (else 502, and it is closed
+    by _discard like any opened stream)."""
+    check_status(upstream.status)
+    upstream.headers = relay_headers(upstream.headers)
+    return upstream
 
 
 def _extra(headers: dict[str, str]) -> dict[str, str]:
