@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import select
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -125,11 +126,24 @@ class _StrictConnector(aiohttp.TCPConnector):
 
     async def _get(self, key: Any, traces: list[Any]) -> Any:
         while (connection := await super()._get(key, traces)) is not None:
-            protocol = connection.protocol
-            if protocol is not None and not protocol.should_close:
+            if not _received_while_idle(connection.protocol):
                 return connection
             connection.close()
         return None
+
+
+def _received_while_idle(protocol: Any) -> bool:
+    """Bytes (or the end) arrived on an idle connection: aiohttp has queued them
+    (`should_close`), or they wait in the socket for the event loop to read them."""
+    transport = protocol.transport if protocol is not None else None
+    if transport is None or protocol.should_close:
+        return True
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return True
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
 
 
 class UpstreamClient:
