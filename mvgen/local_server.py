@@ -50,7 +50,8 @@ class GuardedProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         self._deadline: asyncio.TimerHandle | None = None
         self._in_head = False
-        self._head_bytes = 0
+        self._head_bytes = 0  # reads while the head is incomplete
+        self._head_parsed = 0  # target and header fields parsed so far
         self._arms = 0
         if len(self.connections) > self.limits.max_connections:
             _warn_at_cap(self.limits.max_connections)
@@ -74,8 +75,24 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._head_parsed = 0
         if not self._in_head:  # a following request on a kept-alive connection
             self._arm(head=True)
+
+    # A whole head can also arrive in one read: count what the parser finds. Raising here
+    # makes httptools stop, and uvicorn answer 400 and close.
+    def on_url(self, url: bytes) -> None:
+        self._count_parsed(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_parsed(len(name) + len(value) + 4)
+        super().on_header(name, value)
+
+    def _count_parsed(self, size: int) -> None:
+        self._head_parsed += size
+        if self._head_parsed > self.limits.max_head_bytes:
+            raise ValueError("request head too large")
 
     def on_headers_complete(self) -> None:
         self._disarm()
@@ -127,8 +144,10 @@ def fit_to_open_files(limits: ServerLimits) -> ServerLimits:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = limits.max_connections * FDS_PER_CONNECTION + FDS_RESERVED
     if soft != resource.RLIM_INFINITY and soft < wanted:
-        soft = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        raised = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        if raised > soft:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            soft = raised
     if soft == resource.RLIM_INFINITY:
         return limits
     cap = max(1, (soft - FDS_RESERVED) // FDS_PER_CONNECTION)
