@@ -305,3 +305,50 @@ def test_a_big_answer_is_released_at_once(no_gc: None, size: int, cap: int) -> N
             time.sleep(0.2)  # the gateway's thread finishes the request
             after = gateway_memory()
     assert after - before < 2 * 1024 * 1024
+
+
+# --- an upstream that goes quiet ----------------------------------------------------------------
+
+
+def quiet_after(raw: bytes):
+    """Sends `raw`, then nothing, without closing."""
+
+    async def handler(request: RawRequest, writer: asyncio.StreamWriter) -> bool:
+        writer.write(raw)
+        await writer.drain()
+        await asyncio.sleep(30)
+        return False
+
+    return handler
+
+
+def test_a_stream_that_goes_quiet_ends_with_a_timeout_event() -> None:
+    first = b'data: {"choices": [{"delta": {"content": "tok0"}}]}\n\n'
+    head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked"
+    raw = head + b"\r\n\r\n" + b"%x\r\n%s\r\n" % (len(first), first)
+    with (
+        hostile_upstream(quiet_after(raw)) as up,
+        gateway_over({"alpha": up.url}, timeout=0.5) as url,
+    ):
+        with client(url) as c:
+            started = time.monotonic()
+            response = c.post("/v1/chat/completions", json=chat("x", stream=True))
+            elapsed = time.monotonic() - started
+    assert response.status_code == 200
+    data = [line[6:] for line in response.text.split("\n") if line.startswith("data: ")]
+    assert json.loads(data[0])["choices"][0]["delta"]["content"] == "tok0"
+    assert json.loads(data[-1])["error"]["code"] == "upstream_timeout"
+    assert 0.4 < elapsed < 3
+
+
+def test_a_stream_whose_head_never_comes_is_504() -> None:
+    with (
+        hostile_upstream(quiet_after(b"")) as up,
+        gateway_over({"alpha": up.url}, timeout=0.5) as url,
+    ):
+        with client(url) as c:
+            started = time.monotonic()
+            response = c.post("/v1/chat/completions", json=chat("x", stream=True))
+            assert time.monotonic() - started < 3
+    assert response.status_code == 504
+    assert response.json()["error"]["code"] == "upstream_timeout"

@@ -158,7 +158,11 @@ class UpstreamClient:
     """
 
     def __init__(self, timeout: float, *, max_response_bytes: int = MAX_RESPONSE_BYTES) -> None:
+        self.read_timeout = timeout
         self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=5.0, sock_read=timeout)
+        # aiohttp re-arms its read timer on every read: a timer per streamed token. Streams
+        # bound their wait themselves instead (_Chunks), with one timer per quiet period.
+        self.stream_timeout = aiohttp.ClientTimeout(total=None, sock_connect=5.0)
         self.max_response_bytes = max_response_bytes
         self._session: aiohttp.ClientSession | None = None
 
@@ -212,13 +216,25 @@ _FAILURES = (aiohttp.ClientError, OSError, TimeoutError)
 
 class _Chunks:
     """A response body as it arrives: whatever has been received, one piece per read,
-    so a relay that falls behind catches up in fewer, larger writes."""
+    so a relay that falls behind catches up in fewer, larger writes.
 
-    __slots__ = ("_content", "_label")
+    With `timeout`, a body that stays quiet that long fails as a read timeout. Its timer
+    is lazy: each piece only notes the time, and the timer, when it fires early, moves
+    itself to the new deadline; so a stream costs one timer per quiet period."""
 
-    def __init__(self, response: aiohttp.ClientResponse, label: str) -> None:
+    __slots__ = ("_content", "_label", "_timeout", "_loop", "_last", "_timer")
+
+    def __init__(
+        self, response: aiohttp.ClientResponse, label: str, timeout: float | None = None
+    ) -> None:
         self._content = response.content
         self._label = label
+        self._timeout = timeout
+        self._loop = asyncio.get_running_loop()
+        self._last = self._loop.time()
+        self._timer: asyncio.TimerHandle | None = None
+        if timeout:
+            self._timer = self._loop.call_at(self._last + timeout, self._check)
 
     def __aiter__(self) -> _Chunks:
         return self
@@ -227,10 +243,26 @@ class _Chunks:
         try:
             chunk = await self._content.readany()
         except _FAILURES as exc:
+            self.stop()
             raise _failure(exc, self._label) from None
         if not chunk:
+            self.stop()
             raise StopAsyncIteration
+        self._last = self._loop.time()
         return chunk
+
+    def _check(self) -> None:
+        deadline = self._last + (self._timeout or 0)
+        if self._loop.time() < deadline:
+            self._timer = self._loop.call_at(deadline, self._check)
+            return
+        self._timer = None
+        self._content.set_exception(aiohttp.SocketTimeoutError("no data from the upstream"))
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 class HttpUpstream:
@@ -275,21 +307,23 @@ class HttpUpstream:
         return response.status == 200
 
     async def stream(self, path: str, body: dict) -> UpstreamStream:
-        response = await self._send("POST", path, body)
+        response = await self._send("POST", path, body, stream=True)
         try:
             status, headers = self._head(response)
         except BaseException:
             response.close()
             raise
+        chunks = _Chunks(response, self._label, self._client.read_timeout)
 
         async def close() -> None:
+            chunks.stop()
             # Read whole: back to the pool. Cut short: closed, so vLLM aborts the request.
             if response.content.is_eof():
                 response.release()
             else:
                 response.close()
 
-        return UpstreamStream(status, headers, _Chunks(response, self._label), close)
+        return UpstreamStream(status, headers, chunks, close)
 
     def _head(self, response: aiohttp.ClientResponse) -> tuple[int, dict[str, str]]:
         encoding = response.headers.get("content-encoding", "identity").strip().lower()
@@ -321,7 +355,9 @@ class HttpUpstream:
             code="upstream_response_too_large",
         )
 
-    async def _send(self, method: str, path: str, body: dict | None) -> aiohttp.ClientResponse:
+    async def _send(
+        self, method: str, path: str, body: dict | None, *, stream: bool = False
+    ) -> aiohttp.ClientResponse:
         url = self._base + path
         data = headers = None
         if body is not None:
@@ -331,9 +367,19 @@ class HttpUpstream:
         deadline = time.monotonic() + self._connect_wait
         while True:
             try:
-                return await self._client.session.request(
-                    method, url, data=data, headers=headers, allow_redirects=False
-                )
+                if not stream:
+                    return await self._client.session.request(
+                        method, url, data=data, headers=headers, allow_redirects=False
+                    )
+                async with asyncio.timeout(self._client.read_timeout):  # until the head
+                    return await self._client.session.request(
+                        method,
+                        url,
+                        data=data,
+                        headers=headers,
+                        allow_redirects=False,
+                        timeout=self._client.stream_timeout,
+                    )
             except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
                 if time.monotonic() >= deadline:
                     raise UpstreamUnavailable(

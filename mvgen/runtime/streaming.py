@@ -28,6 +28,8 @@ SSE_HEADERS = {
     "cache-control": "no-cache",
     "x-accel-buffering": "no",  # tells nginx-style proxies not to buffer
 }
+# Scope key: (the server's send, the request log's counts), see RequestLogMiddleware.
+DIRECT_SEND = "mvgen.direct_send"
 WAITING_COMMENT = b": waiting for the model to start\n\n"
 KEEPALIVE_COMMENT = b": keep-alive\n\n"
 _ERROR_BODY_READ_TIMEOUT = 30.0
@@ -82,10 +84,12 @@ class StreamRelay:
         self._policy = policy
         self._model_name = model_name
         self._state: dict[str, Any] = {}
+        self._direct: tuple[Send, dict[str, int]] | None = None
         self._complete = False  # the whole response was sent
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         self._state = scope.setdefault("state", {})
+        self._direct = scope.get(DIRECT_SEND)
         relay = asyncio.ensure_future(self._relay(send))
         watcher = asyncio.ensure_future(wait_for_disconnect(receive))
         try:
@@ -167,17 +171,25 @@ class StreamRelay:
         await self._pump(upstream, send)
 
     async def _pump(self, upstream: UpstreamStream, send: Send) -> None:
-        at_boundary = True
+        """The hot loop: one read and one write per upstream piece, nothing else."""
+        counts: dict[str, int] = {"bytes_out": 0}
+        if self._direct is not None:
+            send, counts = self._direct
+        last = b"\n\n"
         try:
             async for chunk in upstream.chunks:
-                if chunk:
-                    await send_body(send, chunk)
-                    at_boundary = chunk.endswith((b"\n\n", b"\r\n\r\n"))
+                if not chunk:
+                    continue
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                counts["bytes_out"] += len(chunk)
+                last = chunk
         except ApiError as exc:
             self._state["stream_error"] = exc.code
             # An error event is only well-formed between events; mid-event, just end.
-            if at_boundary:
-                await send_body(send, sse_data(exc.body()))
+            if last.endswith((b"\n\n", b"\r\n\r\n")):
+                event = sse_data(exc.body())
+                await send_body(send, event)
+                counts["bytes_out"] += len(event)
         await send_body(send, b"", more_body=False)
 
     async def _fail(
