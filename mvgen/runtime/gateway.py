@@ -16,9 +16,9 @@ import logging
 import math
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -30,17 +30,10 @@ from starlette.routing import Route
 from .backends import Backend, UpstreamResponse, check_status, relay_headers
 from .errors import ApiError, UpstreamProtocolError, error_body, relay_error_content
 from .models import ModelTable, ServedModel
-from .streaming import (
-    DIRECT_SEND,
-    StreamPolicy,
-    StreamRelay,
-    cancel_and_wait,
-    wait_for_disconnect,
-)
+from .streaming import DIRECT_SEND, StreamPolicy, StreamRelay, until_disconnected
 
 log = logging.getLogger("mvgen.gateway")
 
-T = TypeVar("T")
 
 CHAT_PATH = "/v1/chat/completions"
 COMPLETIONS_PATH = "/v1/completions"
@@ -401,19 +394,6 @@ def _unauthorized(code: str, message: str) -> ApiError:
 
 
 # --- upstream answers ----------------------------------------------------------------
-
-
-async def until_disconnected(work: Awaitable[T], receive: Any) -> T | None:
-    """Await `work`, or cancel it and return None if the client disconnects first."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(wait_for_disconnect(receive))
-    try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        await cancel_and_wait(task, watcher)
-    if task.cancelled():
-        return None
-    return task.result()
 
 
 def relay_response(upstream: UpstreamResponse) -> Response:

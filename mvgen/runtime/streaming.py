@@ -15,11 +15,12 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from .backends import UpstreamStream, check_status, relay_headers
 from .errors import ApiError, relay_error_content
 
+T = TypeVar("T")
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 
@@ -47,6 +48,34 @@ async def wait_for_disconnect(receive: Receive) -> None:
     """Returns when the client goes away (call only after the body was read)."""
     while (await receive())["type"] != "http.disconnect":
         pass
+
+
+async def until_disconnected(work: Awaitable[T], receive: Receive) -> T | None:
+    """Await `work` in this task, or cancel it and return None if the client disconnects
+    first. The work runs here and one watcher task waits for the disconnect: per request
+    that is one task, not two, and no asyncio.wait or gather."""
+    task = asyncio.current_task()
+    assert task is not None
+    watcher = asyncio.ensure_future(wait_for_disconnect(receive))
+    left = False
+
+    def client_left(done: asyncio.Future[None]) -> None:
+        nonlocal left
+        if not done.cancelled():
+            done.exception()  # a failed receive also means the client is gone
+            left = True
+            task.cancel()
+
+    watcher.add_done_callback(client_left)
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if left and task.uncancel() == 0:  # only our cancel, not a timeout's or a shutdown's
+            return None
+        raise
+    finally:
+        watcher.remove_done_callback(client_left)
+        watcher.cancel()
 
 
 async def cancel_and_wait(*tasks: asyncio.Future[Any]) -> None:
@@ -90,19 +119,25 @@ class StreamRelay:
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         self._state = scope.setdefault("state", {})
         self._direct = scope.get(DIRECT_SEND)
+        # The relay gets a task of its own: each chunk then resumes a short chain of
+        # coroutines, not one through every middleware of this request.
         relay = asyncio.ensure_future(self._relay(send))
         watcher = asyncio.ensure_future(wait_for_disconnect(receive))
+        watcher.add_done_callback(lambda done: done.cancelled() or relay.cancel())
+        left = False
         try:
-            await asyncio.wait({relay, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            await relay
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():  # this request is being cancelled
+                raise
+            left = True  # the watcher cancelled the relay: the client went away
         finally:
-            await cancel_and_wait(relay, watcher)
+            watcher.cancel()
             self._opened()
-        if relay.cancelled():
-            # A client may hang up right after the last byte, while the upstream closes.
-            if not self._complete:
-                self._state["client_disconnected"] = True
-        else:
-            relay.result()  # surface a bug in the relay itself
+        # A client may hang up right after the last byte, while the upstream closes.
+        if left and not self._complete:
+            self._state["client_disconnected"] = True
 
     def _opened(self, *_: object) -> None:
         if self._on_opened is not None:
