@@ -196,6 +196,20 @@ def test_non_ascii_header_values_are_dropped_not_a_500(value: bytes) -> None:
             assert "x-request-id" not in response.headers
 
 
+def test_a_bare_lf_in_a_header_ends_it_and_injects_nothing() -> None:
+    """aiohttp's parser takes a bare LF as the end of a header line (RFC 9112 lets a
+    recipient do so): the value stops there, and the 'header' after it is not relayed."""
+    body = json.dumps(answer("ok")).encode()
+    raw = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-request-id: a\nx-injected: b"
+    raw += b"\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+    with hostile_upstream(answering(raw)) as up, gateway_over({"alpha": up.url}) as url:
+        with client(url) as c:
+            response = c.post("/v1/chat/completions", json=chat("x"))
+    assert response.status_code == 200 and received(response) == "ok"
+    assert response.headers["x-request-id"] == "a"
+    assert "x-injected" not in response.headers
+
+
 def test_ascii_header_values_are_relayed() -> None:
     raw = json_response(answer("ok"), "x-request-id: req-42", "retry-after: 3", "server: x")
     with hostile_upstream(answering(raw)) as up, gateway_over({"alpha": up.url}) as url:
