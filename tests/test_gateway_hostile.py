@@ -20,6 +20,9 @@ import pytest
 from gateway_fixtures import client, gateway_over
 from hostile_upstream import RawRequest, hostile_upstream, json_response, response
 
+from mvgen.runtime.backends import check_status, relay_headers
+from mvgen.runtime.errors import UpstreamProtocolError
+
 pytestmark = pytest.mark.timeout(120)
 
 
@@ -366,3 +369,15 @@ def test_a_stream_whose_head_never_comes_is_504() -> None:
             assert time.monotonic() - started < 3
     assert response.status_code == 504
     assert response.json()["error"]["code"] == "upstream_timeout"
+
+
+def test_headers_and_status_from_any_backend_are_checked_where_they_are_relayed() -> None:
+    """The relay's own checks, whatever the backend (the Modal pool's answers too)."""
+    headers = {"X-Request-Id": "a\rb", "Content-Type": "application/json",
+               "retry-after": "1€", "server": "x"}  # fmt: skip
+    assert relay_headers(headers) == {"content-type": "application/json"}
+    for status in (200, 404, 599):
+        assert check_status(status) == status
+    for status in (0, 99, 101, 199, 600):
+        with pytest.raises(UpstreamProtocolError):
+            check_status(status)

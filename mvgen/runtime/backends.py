@@ -91,21 +91,19 @@ class Backend(Protocol):
 
 
 def relay_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """The upstream headers the client gets: only RELAYED_RESPONSE_HEADERS, lower-cased.
-    A value with a control character is a malformed response (502); a value that is not
-    printable ASCII (say UTF-8 from a careless server) is dropped, never a 500."""
+    """The upstream headers the client gets: only RELAYED_RESPONSE_HEADERS, lower-cased,
+    with printable ASCII values. Any other value (say UTF-8 from a careless server) is
+    dropped, never a 500. Never raises: HttpUpstream refuses control characters first."""
     relayed = {}
     for name, value in headers.items():
         name = name.lower()
-        if name not in RELAYED_RESPONSE_HEADERS:
-            continue
-        if any(ord(char) in _CONTROL_BYTES for char in value):
-            raise UpstreamProtocolError(
-                f"The model server sent a {name!r} header with control characters."
-            )
-        if value.isascii():
+        if name in RELAYED_RESPONSE_HEADERS and value.isascii() and _printable(value):
             relayed[name] = value
     return relayed
+
+
+def _printable(value: str) -> bool:
+    return not any(ord(char) in _CONTROL_BYTES for char in value)
 
 
 def check_status(status: int) -> int:
@@ -332,6 +330,11 @@ class HttpUpstream:
                 f"{self._label} sent a {encoding!r}-encoded answer; the gateway asks for "
                 "identity and does not decompress."
             )
+        for name, value in response.headers.items():
+            if name.lower() in RELAYED_RESPONSE_HEADERS and not _printable(value):
+                raise UpstreamProtocolError(
+                    f"{self._label} sent a {name.lower()!r} header with control characters."
+                )
         return check_status(response.status), relay_headers(response.headers)
 
     async def _read_whole(self, response: aiohttp.ClientResponse) -> bytes:
