@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import uvicorn
 from starlette.applications import Starlette
 
+from mvgen.local_server import ServerLimits, fit_to_open_files, server_config
 from mvgen.runtime.backends import HttpBackend
 from mvgen.runtime.gateway import GatewaySettings, create_app, load_api_keys
 from mvgen.runtime.models import ModelTable
@@ -85,6 +86,7 @@ def run_local_gateway(
     port: int = 8000,
     no_auth: bool = False,
     api_key_env: str = API_KEY_ENV,
+    limits: ServerLimits | None = None,
 ) -> None:
     """Serve until interrupted. Raises GatewayStartupError before binding anything when
     the configuration is unusable; models without an upstream answer 503."""
@@ -96,8 +98,8 @@ def run_local_gateway(
     missing = sorted(m.key for m in models.models if m.key not in served)
     if missing:
         log.warning("no upstream for %s: requests for them answer 503", ", ".join(missing))
-    # uvicorn's access log would add a second line per request, with the query string.
-    uvicorn.run(app, host=host, port=port, access_log=False, log_level="info")
+    limits = fit_to_open_files(limits or ServerLimits())
+    uvicorn.Server(server_config(app, host, port, limits)).run()
 
 
 def _warn_no_auth(host: str, port: int) -> None:

@@ -22,7 +22,7 @@ MANIFEST = "generated/.mvgen-manifest.json"
 # What mvgen's runtime package needs in both images, pinned to the versions the tests run
 # (tests/test_pins.py). With vllm==0.12.0 they resolve (fastapi 0.165 accepts starlette 1.10).
 # The images install them from locks/ (`make image-lock`, mvgen/image_lock.py).
-RUNTIME_PACKAGES = ("httpx==0.28.1", "starlette==1.10.0")
+RUNTIME_PACKAGES = ("aiohttp==3.14.5", "httpx==0.28.1", "starlette==1.10.0")
 GATEWAY_MAX_INPUTS = 1000  # the gateway only relays, so one container takes many requests
 GATEWAY_SCALEDOWN = 300
 GATEWAY_STARTUP_TIMEOUT = 60

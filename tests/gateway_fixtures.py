@@ -19,7 +19,7 @@ import uvicorn
 from standin_vllm import StandinConfig, StandinServer
 from starlette.applications import Starlette
 
-from mvgen.runtime.backends import Backend, HttpBackend
+from mvgen.runtime.backends import MAX_RESPONSE_BYTES, Backend, HttpBackend
 from mvgen.runtime.gateway import GatewaySettings, create_app
 from mvgen.runtime.models import ModelTable, models_from_literal
 
@@ -105,10 +105,16 @@ def gateway_over(
     *,
     timeout: float = 30.0,
     connect_wait: float = 0.0,
+    max_response_bytes: int = MAX_RESPONSE_BYTES,
     **settings: Any,
 ) -> Iterator[str]:
     """A gateway with an HttpBackend to `upstreams` (model key -> URL); yields its URL."""
-    backend = HttpBackend(upstreams, timeout=timeout, connect_wait=connect_wait)
+    backend = HttpBackend(
+        upstreams,
+        timeout=timeout,
+        connect_wait=connect_wait,
+        max_response_bytes=max_response_bytes,
+    )
     with serve_asgi(make_app(backend, **settings)) as url:
         yield url
 

@@ -13,6 +13,7 @@ import contextlib
 import hmac
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable
@@ -26,15 +27,16 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .backends import Backend, UpstreamResponse
+from .backends import Backend, UpstreamResponse, check_status, relay_headers
 from .errors import ApiError, UpstreamProtocolError, error_body, relay_error_content
 from .models import ModelTable, ServedModel
 from .start_failures import StartGate
-from .streaming import StreamPolicy, StreamRelay, cancel_and_wait, wait_for_disconnect
+from .streaming import DIRECT_SEND, StreamPolicy, StreamRelay, until_disconnected
 
 log = logging.getLogger("mvgen.gateway")
 
 T = TypeVar("T")
+
 
 CHAT_PATH = "/v1/chat/completions"
 COMPLETIONS_PATH = "/v1/completions"
@@ -47,6 +49,11 @@ class GatewaySettings:
     api_key_env: str = "API_KEY"  # comma-separated keys, read once at app creation
     require_auth: bool = True  # False only for `mvgen gateway --no-auth`
     max_body_bytes: int = 32 * 1024 * 1024  # room for a few base64 images
+    # Bodies of all requests in flight, until each is handed to the upstream: bounds
+    # the memory concurrent uploads take (each byte is held about three times while it
+    # is parsed and re-serialised). Past it: 503 gateway_busy.
+    max_inflight_body_bytes: int = 256 * 1024 * 1024
+    body_timeout: float = 60.0  # the whole request body must arrive within this
     # Non-streaming: how long to wait for the upstream before 503 + Retry-After;
     # safely under Modal's 150 s web request limit (past it Modal answers 303).
     cold_start_budget: float = 120.0
@@ -73,15 +80,16 @@ def create_app(
     *,
     settings: GatewaySettings | None = None,
     gate: StartGate | None = None,
-) -> Starlette:
-    """`gate`, when given, answers models whose start failed (start_failures.py)."""
+) -> RequestLogMiddleware:
+    """The gateway as an ASGI app: Starlette inside the request log. `gate`, when given,
+    answers models whose start failed (start_failures.py)."""
     settings = settings or GatewaySettings()
     keys = load_api_keys(settings.api_key_env)
     gateway = _Gateway(models, backend, settings, keys, gate)
     _ensure_log_output()
     app = Starlette(
         routes=gateway.routes(),
-        middleware=[Middleware(RequestLogMiddleware), Middleware(CanonicalPathMiddleware)],
+        middleware=[Middleware(CanonicalPathMiddleware)],
         exception_handlers={
             ApiError: _api_error_response,
             HTTPException: _http_error_response,
@@ -92,7 +100,7 @@ def create_app(
     )
     # "/v1/models/" must be a 404 like any other unknown path, not a redirect.
     app.router.redirect_slashes = False
-    return app
+    return RequestLogMiddleware(app)
 
 
 def load_api_keys(env_var: str) -> tuple[bytes, ...]:
@@ -114,6 +122,7 @@ class _Gateway:
         self._settings = settings
         self._keys = keys
         self._gate = gate
+        self._budget = BodyBudget(settings.max_inflight_body_bytes)
         self._created = int(time.time())
         if settings.require_auth and not keys:
             log.error(
@@ -162,21 +171,30 @@ class _Gateway:
 
     async def _generate(self, request: Request, path: str) -> Any:
         self._authorize(request)
-        body = await read_json_object(request, self._settings.max_body_bytes)
-        model = self._resolve(body)
-        stream = stream_flag(body)
-        request.state.model = model.key
-        request.state.stream = stream
-        body["model"] = model.served_name
-        if self._gate is not None:
-            await self._gate.check(model)  # a pool that keeps failing to start is not woken
-        if stream:
-            return StreamRelay(
-                lambda: self._guarded(model, self._backend.stream(model, path, body)),
-                self._settings.stream_policy(),
-                model.served_name,
-            )
-        return await self._forward(request, model, path, body)
+        held = BodyReservation(self._budget)
+        try:
+            body = await read_json_object(request, self._settings, held)
+            model = self._resolve(body)
+            stream = stream_flag(body)
+            request.state.model = model.key
+            request.state.stream = stream
+            body["model"] = model.served_name
+            if self._gate is not None:
+                await self._gate.check(model)  # a pool that keeps failing to start is not woken
+            if stream:
+                # The relay releases the reservation once the upstream has the body.
+                relay = StreamRelay(
+                    lambda: self._guarded(model, self._backend.stream(model, path, body)),
+                    self._settings.stream_policy(),
+                    model.served_name,
+                    on_opened=held.release,
+                )
+                held = None
+                return relay
+            return await self._forward(request, model, path, body)
+        finally:
+            if held is not None:
+                held.release()
 
     def _guarded(self, model: ServedModel, work: Awaitable[T]) -> Awaitable[T]:
         return work if self._gate is None else self._gate.guard(model, work)
@@ -270,29 +288,95 @@ def key_matches(token: bytes, keys: tuple[bytes, ...]) -> bool:
     return matched
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 past `limit` whatever Content-Length claims."""
+class BodyBudget:
+    """How many request-body bytes the gateway holds at once, across all requests."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+
+    def take(self, size: int) -> None:
+        if self.held + size > self.limit:
+            raise ApiError(
+                503,
+                "gateway_busy",
+                "The gateway is receiving too many large request bodies at once; retry "
+                "in a second.",
+                retry_after=1,
+                headers={"Connection": "close"},  # the rest of this body is not read
+            )
+        self.held += size
+
+    def give(self, size: int) -> None:
+        self.held -= size
+
+
+class BodyReservation:
+    """One request's share of the BodyBudget; release() is safe to call twice."""
+
+    __slots__ = ("_budget", "size")
+
+    def __init__(self, budget: BodyBudget) -> None:
+        self._budget = budget
+        self.size = 0
+
+    def grow_to(self, size: int) -> None:
+        if size > self.size:
+            self._budget.take(size - self.size)
+            self.size = size
+
+    def release(self) -> None:
+        self._budget.give(self.size)
+        self.size = 0
+
+
+async def read_body(
+    request: Request, limit: int, held: BodyReservation, timeout: float
+) -> bytearray:
+    """The body, refused with 413 past `limit` whatever Content-Length claims, and 408
+    unless it all arrives within `timeout` (a Content-Length larger than the body sent
+    must not hold the request forever). The bytes are reserved in `held` as they come;
+    a declared length is reserved up front, so an upload that cannot fit fails at once."""
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit)
-    parts: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
+    if declared.isdigit():
+        if int(declared) > limit:
             raise _too_large(limit)
-        parts.append(chunk)
-    return b"".join(parts)
+        held.grow_to(int(declared))
+    body = bytearray()
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                if len(body) + len(chunk) > limit:
+                    raise _too_large(limit)
+                held.grow_to(len(body) + len(chunk))
+                body += chunk
+    except TimeoutError:
+        raise ApiError(
+            408,
+            "request_timeout",
+            f"The request body did not arrive within {timeout:g} s ({len(body)} bytes received).",
+            headers={"Connection": "close"},
+        ) from None
+    return body
 
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
-    raw = await read_body(request, limit)
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999 parses as infinity, which JSON cannot carry
+        raise ValueError(f"the number {text[:40]} is out of range")
+    return value
+
+
+async def read_json_object(
+    request: Request, settings: GatewaySettings, held: BodyReservation
+) -> dict[str, Any]:
+    raw = await read_body(request, settings.max_body_bytes, held, settings.body_timeout)
     try:
-        data = json.loads(raw, parse_constant=_reject_constant)
+        data = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
     except json.JSONDecodeError as exc:
         raise ApiError(
             400,
@@ -329,22 +413,12 @@ def _unauthorized(code: str, message: str) -> ApiError:
 # --- upstream answers ----------------------------------------------------------------
 
 
-async def until_disconnected(work: Awaitable[T], receive: Any) -> T | None:
-    """Await `work`, or cancel it and return None if the client disconnects first."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(wait_for_disconnect(receive))
-    try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        await cancel_and_wait(task, watcher)
-    if task.cancelled():
-        return None
-    return task.result()
-
-
 def relay_response(upstream: UpstreamResponse) -> Response:
-    """The upstream's status and body; a success must be JSON, an error becomes JSON."""
-    headers = dict(upstream.headers)
+    """The upstream's status and body; a success must be JSON, an error becomes JSON.
+    Status and headers are checked here, whatever the backend, so the client always
+    gets a well-formed answer."""
+    check_status(upstream.status)
+    headers = relay_headers(upstream.headers)
     headers.setdefault("content-type", "application/json")
     if 200 <= upstream.status < 300:
         try:
@@ -421,7 +495,12 @@ def _is_canonical(scope: dict) -> bool:
 
 class RequestLogMiddleware:
     """One log line per request: route, model, status, latency, bytes. Never headers,
-    query strings or bodies, so never a key or prompt text."""
+    query strings or bodies, so never a key or prompt text.
+
+    Outermost, so it sees every answer (Starlette's own 500 too). It also leaves the
+    server's `send` in the scope for StreamRelay: relayed chunks go straight to it,
+    past the layers between (which only watch for the response start), and are counted
+    here. Per streamed token that saves four calls."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -446,6 +525,7 @@ class RequestLogMiddleware:
                 counts["bytes_out"] += len(message.get("body", b""))
             await send(message)
 
+        scope[DIRECT_SEND] = (send, counts)
         try:
             await self.app(scope, counting_receive, counting_send)
         finally:

@@ -15,11 +15,12 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from .backends import UpstreamStream
+from .backends import UpstreamStream, check_status, relay_headers
 from .errors import ApiError, relay_error_content
 
+T = TypeVar("T")
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 
@@ -28,6 +29,8 @@ SSE_HEADERS = {
     "cache-control": "no-cache",
     "x-accel-buffering": "no",  # tells nginx-style proxies not to buffer
 }
+# Scope key: (the server's send, the request log's counts), see RequestLogMiddleware.
+DIRECT_SEND = "mvgen.direct_send"
 WAITING_COMMENT = b": waiting for the model to start\n\n"
 KEEPALIVE_COMMENT = b": keep-alive\n\n"
 _ERROR_BODY_READ_TIMEOUT = 30.0
@@ -47,6 +50,34 @@ async def wait_for_disconnect(receive: Receive) -> None:
         pass
 
 
+async def until_disconnected(work: Awaitable[T], receive: Receive) -> T | None:
+    """Await `work` in this task, or cancel it and return None if the client disconnects
+    first. The work runs here and one watcher task waits for the disconnect: per request
+    that is one task, not two, and no asyncio.wait or gather."""
+    task = asyncio.current_task()
+    assert task is not None
+    watcher = asyncio.ensure_future(wait_for_disconnect(receive))
+    left = False
+
+    def client_left(done: asyncio.Future[None]) -> None:
+        nonlocal left
+        if not done.cancelled():
+            done.exception()  # a failed receive also means the client is gone
+            left = True
+            task.cancel()
+
+    watcher.add_done_callback(client_left)
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if left and task.uncancel() == 0:  # only our cancel, not a timeout's or a shutdown's
+            return None
+        raise
+    finally:
+        watcher.remove_done_callback(client_left)
+        watcher.cancel()
+
+
 async def cancel_and_wait(*tasks: asyncio.Future[Any]) -> None:
     for task in tasks:
         task.cancel()
@@ -58,11 +89,8 @@ def sse_data(payload: Any) -> bytes:
 
 
 def _encode_headers(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
-    # Header values are latin-1 on the wire; an odd upstream value must not crash a relay.
-    return [
-        (k.lower().encode("latin-1"), v.encode("latin-1", errors="replace"))
-        for k, v in headers.items()
-    ]
+    # Upstream values were checked by relay_headers (printable ASCII); ours are ASCII.
+    return [(k.lower().encode("ascii"), v.encode("ascii")) for k, v in headers.items()]
 
 
 class StreamRelay:
@@ -77,31 +105,51 @@ class StreamRelay:
         open_stream: Callable[[], Awaitable[UpstreamStream]],
         policy: StreamPolicy,
         model_name: str,
+        *,
+        on_opened: Callable[[], None] | None = None,
     ) -> None:
-        self._open_stream = open_stream
+        self._open_stream: Callable[[], Awaitable[UpstreamStream]] | None = open_stream
+        self._on_opened = on_opened  # called once the upstream has the request
         self._policy = policy
         self._model_name = model_name
         self._state: dict[str, Any] = {}
+        self._direct: tuple[Send, dict[str, int]] | None = None
         self._complete = False  # the whole response was sent
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         self._state = scope.setdefault("state", {})
+        self._direct = scope.get(DIRECT_SEND)
+        # The relay gets a task of its own: each chunk then resumes a short chain of
+        # coroutines, not one through every middleware of this request.
         relay = asyncio.ensure_future(self._relay(send))
         watcher = asyncio.ensure_future(wait_for_disconnect(receive))
+        watcher.add_done_callback(lambda done: done.cancelled() or relay.cancel())
+        left = False
         try:
-            await asyncio.wait({relay, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            await relay
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():  # this request is being cancelled
+                raise
+            left = True  # the watcher cancelled the relay: the client went away
         finally:
-            await cancel_and_wait(relay, watcher)
-        if relay.cancelled():
-            # A client may hang up right after the last byte, while the upstream closes.
-            if not self._complete:
-                self._state["client_disconnected"] = True
-        else:
-            relay.result()  # surface a bug in the relay itself
+            watcher.cancel()
+            self._opened()
+        # A client may hang up right after the last byte, while the upstream closes.
+        if left and not self._complete:
+            self._state["client_disconnected"] = True
+
+    def _opened(self, *_: object) -> None:
+        if self._on_opened is not None:
+            self._on_opened()
+            self._on_opened = None
 
     async def _relay(self, send: Send) -> None:
         started = time.monotonic()
+        assert self._open_stream is not None, "a relay runs once"
         opening = asyncio.ensure_future(self._open_stream())
+        self._open_stream = None  # drops the request body once the upstream has it
+        opening.add_done_callback(self._opened)
         try:
             await asyncio.wait({opening}, timeout=self._policy.commit_after)
             if opening.done():
@@ -115,7 +163,7 @@ class StreamRelay:
     async def _answer_directly(self, opening: asyncio.Future[UpstreamStream], send: Send) -> None:
         """The upstream answered quickly: relay its real status."""
         try:
-            upstream = opening.result()
+            upstream = _checked(opening.result())
         except ApiError as exc:
             body = json.dumps(exc.body()).encode()
             headers = {"content-type": "application/json", **exc.headers()}
@@ -150,7 +198,7 @@ class StreamRelay:
             if not opening.done():
                 await send_body(send, KEEPALIVE_COMMENT)
         try:
-            upstream = opening.result()
+            upstream = _checked(opening.result())
         except ApiError as exc:
             await self._fail(send, exc)
             return
@@ -161,17 +209,25 @@ class StreamRelay:
         await self._pump(upstream, send)
 
     async def _pump(self, upstream: UpstreamStream, send: Send) -> None:
-        at_boundary = True
+        """The hot loop: one read and one write per upstream piece, nothing else."""
+        counts: dict[str, int] = {"bytes_out": 0}
+        if self._direct is not None:
+            send, counts = self._direct
+        last = b"\n\n"
         try:
             async for chunk in upstream.chunks:
-                if chunk:
-                    await send_body(send, chunk)
-                    at_boundary = chunk.endswith((b"\n\n", b"\r\n\r\n"))
+                if not chunk:
+                    continue
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                counts["bytes_out"] += len(chunk)
+                last = chunk
         except ApiError as exc:
             self._state["stream_error"] = exc.code
             # An error event is only well-formed between events; mid-event, just end.
-            if at_boundary:
-                await send_body(send, sse_data(exc.body()))
+            if last.endswith((b"\n\n", b"\r\n\r\n")):
+                event = sse_data(exc.body())
+                await send_body(send, event)
+                counts["bytes_out"] += len(event)
         await send_body(send, b"", more_body=False)
 
     async def _fail(
@@ -206,6 +262,14 @@ class StreamRelay:
     async def _send_whole(send: Send, status: int, headers: dict[str, str], body: bytes) -> None:
         await send_start(send, status, headers)
         await send_body(send, body, more_body=False)
+
+
+def _checked(upstream: UpstreamStream) -> UpstreamStream:
+    """The stream, if its status and headers can be relayed (else 502, and it is closed
+    by _discard like any opened stream)."""
+    check_status(upstream.status)
+    upstream.headers = relay_headers(upstream.headers)
+    return upstream
 
 
 def _extra(headers: dict[str, str]) -> dict[str, str]:
