@@ -5,7 +5,9 @@ towers, and exact weight bytes from safetensors parameter counts."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,22 @@ def test_at_least_six_real_architectures_are_recorded_with_their_sources() -> No
     readme = (HF / "README.md").read_text()
     for hf_id in ARCHITECTURES:
         assert f"https://huggingface.co/{hf_id}/blob/main/config.json" in readme, hf_id
+
+
+def test_recorded_files_match_the_checksums_their_provenance_was_written_for() -> None:
+    """README.md says how exact each recorded file is; an edit to a file must come with an
+    edit to that account, so the README's sha256sum lines must cover and match every file."""
+    readme = (HF / "README.md").read_text()
+    listed = dict(
+        (path, digest)
+        for digest, path in re.findall(r"^([0-9a-f]{64})  (\S+)$", readme, flags=re.MULTILINE)
+    )
+    recorded_files = {
+        p.relative_to(HF).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for name in ("config.json", "preprocessor_config.json")
+        for p in HF.glob(f"*/{name}")
+    }
+    assert listed == recorded_files
 
 
 @pytest.mark.parametrize("hf_id", sorted(ARCHITECTURES))
