@@ -20,7 +20,7 @@ from mvgen.cli import main as mvgen_cli
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SHELL_BLOCKS = {"bash", "sh", "shell", "console"}
 # Programs a user is expected to have already; what they do is not ours to check.
-SYSTEM_TOOLS = {"curl", "docker", "echo", "openssl", "cd", "$EDITOR"}
+SYSTEM_TOOLS = {"apt-get", "curl", "docker", "echo", "openssl", "cd", "$EDITOR"}
 VENV_BIN = Path(sys.executable).parent  # the environment the tests (and make) run in
 
 
