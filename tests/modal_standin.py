@@ -9,7 +9,7 @@ QueueHeartbeat, QueuePut, QueueGet); for generator methods (the design mvgen use
 before, kept for benchmarks) also FunctionCallPutDataOut and FunctionCallGetDataOut.
 Any other RPC answers UNIMPLEMENTED, so a client path nobody expected fails loudly. A
 modal client reaches it through modal's own `server_url` setting (MODAL_SERVER_URL);
-see `connect`.
+see `connect`, and `standin_default_client` for the client modal uses when code names none.
 
 It also plays the GPU containers: each spawned input runs `run_input(params, method,
 args, kwargs)` as an asyncio task after a simulated cold start, and FunctionCallCancel
@@ -498,24 +498,48 @@ class ModalStandin(_AllUnimplemented):
         return self._queue(queue_id).setdefault(key, _Partition())
 
 
-def connect(url: str) -> modal.Client:
-    """A real modal client whose server is the stand-in at `url` (modal's `server_url`
-    setting, read from MODAL_SERVER_URL when the client is made). The token is a dummy."""
-    old = os.environ.get("MODAL_SERVER_URL")
-    os.environ["MODAL_SERVER_URL"] = url
+@contextlib.contextmanager
+def _modal_settings(url: str) -> Iterator[None]:
+    """modal's `server_url` setting (MODAL_SERVER_URL) and a dummy token, for making a
+    client; modal reads them only then."""
+    settings = {"MODAL_SERVER_URL": url, "MODAL_TOKEN_ID": "ak-standin",
+                "MODAL_TOKEN_SECRET": "as-standin"}  # fmt: skip
+    old = {name: os.environ.get(name) for name in settings}
+    os.environ.update(settings)
     try:
-        return modal.Client.from_credentials("ak-standin", "as-standin")
+        yield
     finally:
-        if old is None:
-            os.environ.pop("MODAL_SERVER_URL", None)
-        else:
-            os.environ["MODAL_SERVER_URL"] = old
+        for name, value in old.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def connect(url: str) -> modal.Client:
+    """A real modal client whose server is the stand-in at `url`. The token is a dummy."""
+    with _modal_settings(url):
+        return modal.Client.from_credentials("ak-standin", "as-standin")
 
 
 @contextlib.contextmanager
 def standin_client(standin: ModalStandin) -> Iterator[modal.Client]:
     """`connect` to the stand-in, closed afterwards."""
     client = connect(standin.url)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@contextlib.contextmanager
+def standin_default_client(standin: ModalStandin) -> Iterator[modal.Client]:
+    """Make the stand-in the server of modal's default client (`modal.Client.from_env()`,
+    what modal objects made without `client=` use, as code inside a Modal container does)
+    until the block ends. modal makes that client once per process and forgets it when it
+    is closed, so nothing else in the process may have made it before."""
+    with _modal_settings(standin.url):
+        client = modal.Client.from_env()
     try:
         yield client
     finally:

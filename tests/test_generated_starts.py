@@ -5,15 +5,17 @@ under the real `modal` package and runs its own code: the pool class's `@modal.e
 (through modal's local entry, `Obj._enter`) and the gateway function (`serve.local()`),
 served over HTTP on 127.0.0.1. Three things stand in for what cannot run here, each
 named so: the `vllm` executable (tests/standin_vllm_cli.py, first on PATH), `modal.Dict`
-(tests/modal_dict_standin.py) and, in gpu mode, Modal's routing of calls to containers
-(`ContainersStandin` below: one container per model until it stops itself).
+(tests/modal_dict_standin.py) and, in gpu mode, Modal's side of the gateway's calls to
+its pools: the real modal client spawns them, and streams through a queue, against the
+Modal stand-in (tests/modal_standin.py), whose containers (`PoolContainers` below: one
+per model until it stops itself) run the generated pool class.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-import pickle
 import threading
 import time
 from collections.abc import Iterator
@@ -22,10 +24,12 @@ from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import httpx
+import modal
 import pytest
 from conftest import BASE_CONFIG, run_cli
 from gateway_fixtures import serve_asgi, wait_until
 from modal_dict_standin import InMemoryDict
+from modal_standin import ModalStandin, standin_default_client
 from standin_vllm import free_port
 from standin_vllm_cli import install_standin_vllm, recorded_starts
 from test_modal_apps import import_app
@@ -113,25 +117,27 @@ class AppHarness:
             vllm.stop(timeout=5)
 
 
-class ContainersStandin:
-    """Stands in for Modal routing calls to a gpu-mode pool class (NOT Modal): a call to
-    a model with no live container starts one (the generated `@modal.enter()` runs), and
-    a container that called stop_this_container takes no further calls. Arguments and
-    answers are pickled, as they cross Modal's wire."""
+class PoolContainers:
+    """Stands in for the containers Modal runs for a gpu-mode pool class (NOT Modal).
+    The Modal stand-in (tests/modal_standin.py) hands each spawned input to `run_input`:
+    a call to a model with no live container starts one (the generated `@modal.enter()`
+    runs), and a container that called stop_this_container takes no further calls. The
+    generated method then runs as in a container, a stream putting its items into the
+    gateway's queue through the real modal client."""
 
     def __init__(self, harness: AppHarness, cls: Any) -> None:
         self._harness = harness
         self._cls = cls
         self._live: dict[str, tuple[Any, int]] = {}  # model -> (modal Obj, stops seen)
+        self._all: list[Any] = []
         self._lock = threading.Lock()
         self.started: list[str] = []
-        self.calls = 0
 
-    def __call__(self, *, model: str) -> Any:
-        return SimpleNamespace(
-            request=SimpleNamespace(remote=SimpleNamespace(aio=self._request(model))),
-            stream=SimpleNamespace(remote_gen=SimpleNamespace(aio=self._stream(model))),
-        )
+    async def run_input(
+        self, params: dict[str, str], method: str, args: tuple, kwargs: dict
+    ) -> Any:
+        obj = await asyncio.to_thread(self._container, params["model"])
+        return await _method(obj, method)(*args, **kwargs)
 
     def _container(self, model: str) -> Any:
         with self._lock:
@@ -142,51 +148,52 @@ class ContainersStandin:
             obj = self._cls(model=model)
             obj._enter()  # modal's own local run of the class's enter hooks
             self._live[model] = (obj, len(self._harness.stops))
+            self._all.append(obj)
             self.started.append(model)
             return obj
 
-    def _request(self, model: str) -> Any:
-        async def request(path: str, body: dict) -> dict:
-            self.calls += 1
-            obj = await asyncio.to_thread(self._container, model)
-            path, body = pickle.loads(pickle.dumps((path, body)))
-            return pickle.loads(pickle.dumps(await _method(obj, "request")(path, body)))
-
-        return request
-
-    def _stream(self, model: str) -> Any:
-        async def stream(path: str, body: dict) -> Any:
-            self.calls += 1
-            obj = await asyncio.to_thread(self._container, model)
-            async for item in _method(obj, "stream")(path, body):
-                yield pickle.loads(pickle.dumps(item))
-
-        return stream
+    async def aclose(self) -> None:
+        """Close each container's pool (its HTTP client to vLLM)."""
+        for obj in self._all:
+            pool = getattr(obj._cached_user_cls_instance(), "pool", None)
+            if pool is not None:
+                await pool.aclose()
 
 
 def _method(obj: Any, name: str) -> Any:
-    """The generated method bound to the container's instance, as Modal runs it (modal's
-    `.local()` would not run an async generator method)."""
+    """The generated method bound to the container's instance, as Modal runs it."""
     instance = obj._cached_user_cls_instance()
     return vars(type(instance))[name]._get_raw_f().__get__(instance)
 
 
 @pytest.fixture
 def gpu_app(write_config, tmp_path: Path, env: SimpleNamespace) -> Iterator[Any]:
-    """The h100 app in gpu mode, its gateway served on 127.0.0.1."""
+    """The h100 app in gpu mode, its gateway served on 127.0.0.1, calling its pool
+    through the real modal client and the Modal stand-in. Both ends use modal's default
+    client, as the generated code does in its containers."""
     generated = render(write_config, tmp_path)
     module = import_app(generated / "vllm_h100.py")
     store = InMemoryDict()
     harness = AppHarness(module, store, env)
-    containers = ContainersStandin(harness, module.Vllm)
-    module.Vllm = containers  # what serve() hands to ModalBackend
-    try:
-        with serve_asgi(module.serve.local()) as url:
-            yield SimpleNamespace(
-                url=url, store=store, harness=harness, containers=containers, module=module
-            )
-    finally:
-        harness.close()
+    containers = PoolContainers(harness, module.Vllm)
+    with contextlib.ExitStack() as stack:
+        stack.callback(harness.close)
+        modal_server = stack.enter_context(
+            ModalStandin(containers.run_input, app_name=module.app.name, class_name="Vllm")
+        )
+        stack.enter_context(standin_default_client(modal_server))
+        stack.callback(lambda: modal_server.call_soon(containers.aclose()))
+        # What serve() hands to ModalBackend: the deployed class, as Modal looks it up.
+        module.Vllm = modal.Cls.from_name(module.app.name, "Vllm")
+        url = stack.enter_context(serve_asgi(module.serve.local()))
+        yield SimpleNamespace(
+            url=url,
+            store=store,
+            harness=harness,
+            containers=containers,
+            modal=modal_server,
+            module=module,
+        )
 
 
 def client(url: str, key: str = GATEWAY_KEY) -> httpx.Client:
@@ -271,10 +278,33 @@ def test_gpu_mode_answers_a_failed_start_with_its_cause(
     assert error["code"] == "model_failed_to_start"
     assert error["message"].startswith(f"Model '{GEMMA}' failed to start: {cause}")
     assert "retry-after" not in response.headers  # one failure: not blocked yet
+    # The container's pool answered the call (as data: the call itself succeeded).
+    (call,) = gpu_app.modal.spawned()
+    assert (call.method, call.params) == ("request", {"model": "gemma-3-12b"})
+    assert gpu_app.modal.outcome(call) == "SUCCESS"
     wait_until(lambda: gpu_app.harness.stops, 5, "the failed container did not stop")
     (record,) = gpu_app.store.snapshot().values()
     assert record["count"] == 1 and record["cause"].startswith(cause)
     assert env.exits == []  # the watchdog never raced the start-up error
+
+
+def test_gpu_mode_answers_a_stream_to_a_failed_start_through_its_queue(
+    gpu_app: Any, env: SimpleNamespace
+) -> None:
+    env.monkeypatch.setenv("STANDIN_VLLM_FAIL", "oom-load")
+    with client(gpu_app.url) as c:
+        response = c.post("/v1/chat/completions", json={**CHAT, "stream": True})
+    assert response.status_code == 503
+    assert error_of(response)["code"] == "model_failed_to_start"
+    assert error_of(response)["message"].startswith(f"Model '{GEMMA}' failed to start: {OOM_CAUSE}")
+    (call,) = gpu_app.modal.spawned()
+    (queue,) = gpu_app.modal.requests("QueueGetOrCreate")
+    (put_queue,) = {r.queue_id for r in gpu_app.modal.requests("QueuePut")}
+    assert call.method == "stream" and call.args[2] == put_queue
+    assert gpu_app.modal.outcome(call) == "SUCCESS"
+    assert "FunctionCallCancel" not in gpu_app.modal.names()  # the pool said its last word
+    wait_until(lambda: gpu_app.harness.stops, 5, "the failed container did not stop")
+    assert env.exits == []
 
 
 def test_gpu_mode_stops_a_crash_loop_and_tries_again_after_the_cooldown(
@@ -291,8 +321,8 @@ def test_gpu_mode_stops_a_crash_loop_and_tries_again_after_the_cooldown(
         assert len(recorded_starts(env.record)) == limit
         assert response.headers["retry-after"] == str(int(start_failures.COOLDOWN))
 
-        # Blocked: answered at once, no container started, streams included.
-        calls = gpu_app.containers.calls
+        # Blocked: answered at once without a call to Modal, streams included.
+        rpcs = len(gpu_app.modal.rpcs)
         started = time.monotonic()
         blocked = c.post("/v1/chat/completions", json=CHAT)
         streamed = c.post("/v1/chat/completions", json={**CHAT, "stream": True})
@@ -302,7 +332,7 @@ def test_gpu_mode_stops_a_crash_loop_and_tries_again_after_the_cooldown(
             assert error_of(answer)["code"] == "model_failed_to_start"
             assert OOM_CAUSE in error_of(answer)["message"]
             assert 1790 <= int(answer.headers["retry-after"]) <= 1800
-        assert gpu_app.containers.calls == calls
+        assert gpu_app.modal.names()[rpcs:] == []
         assert len(recorded_starts(env.record)) == limit
 
         # After the cooldown: one more container, and its failure blocks again.
@@ -313,7 +343,7 @@ def test_gpu_mode_stops_a_crash_loop_and_tries_again_after_the_cooldown(
         )
         assert len(recorded_starts(env.record)) == limit + 1
         assert c.post("/v1/chat/completions", json=CHAT).headers.get("retry-after")
-        assert gpu_app.containers.calls == calls + 1
+        assert len(gpu_app.modal.spawned()) == limit + 1
     assert env.exits == []
 
 
