@@ -4,9 +4,9 @@ It answers the three requests `mvgen lock` makes through huggingface_hub, the wa
 answers them (status codes and the X-Error-Code header huggingface_hub reads):
 
 - GET /api/models/<id>[/revision/<rev>]: the model's commit sha and safetensors parameter
-  counts by dtype;
-- GET /<id>/resolve/<rev>/<file>: config.json and preprocessor_config.json, served from the
-  recorded copies in tests/data/hf/;
+  counts by dtype (none for a LoRA adapter's repo, which holds no safetensors.json here);
+- GET /<id>/resolve/<rev>/<file>: config.json, preprocessor_config.json and a LoRA adapter's
+  adapter_config.json, served from the recorded copies in tests/data/hf/;
 - GET /api/models?search=<text>: ids containing the text, for "did you mean".
 
 Repos listed in `gated` answer their files only to `Authorization: Bearer <token>`. Every
@@ -66,9 +66,12 @@ class HubStandin:
         repo = self._repo(request)
         if repo is None:
             return _error(404, "RepoNotFound", "Repository not found")
-        counts = json.loads((repo / "safetensors.json").read_text())
         hf_id = request.path_params["org"] + "/" + request.path_params["name"]
-        return JSONResponse({"id": hf_id, "sha": sha_of(hf_id), "safetensors": counts})
+        info: dict[str, Any] = {"id": hf_id, "sha": sha_of(hf_id)}
+        sizes = repo / "safetensors.json"
+        if sizes.exists():  # adapters' repos have none recorded, and the Hub omits the field
+            info["safetensors"] = json.loads(sizes.read_text())
+        return JSONResponse(info)
 
     async def resolve(self, request: Request) -> Response:
         self._record(request)
