@@ -546,10 +546,19 @@ def gateway(
     """Run the deployed gateway locally, in front of servers you run (key from API_KEY,
     or the variable secrets.api_key.key names)."""
     from mvgen.local_gateway import GatewayStartupError, run_local_gateway
-    from mvgen.runtime.models import ModelTable, ServedModel
+    from mvgen.runtime.models import ModelTable, ServedAdapter, ServedModel
 
     plan = load(config_path)
-    models = ModelTable(ServedModel(m.key, m.served_name, m.aliases) for m in plan.models)
+    # every adapter of a model, whichever GPUs load it: the upstream you name serves them
+    models = ModelTable(
+        ServedModel(
+            m.key,
+            m.served_name,
+            m.aliases,
+            tuple(ServedAdapter(a.name, a.source) for a in m.adapters),
+        )
+        for m in plan.models
+    )
     try:
         run_local_gateway(
             models,

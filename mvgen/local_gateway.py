@@ -56,6 +56,12 @@ def check_upstreams(models: ModelTable, upstreams: Mapping[str, str]) -> dict[st
     checked: dict[str, str] = {}
     for name, url in upstreams.items():
         model = models.resolve(name)
+        target = models.target(name)
+        if model is None and target is not None:
+            raise GatewayStartupError(
+                f"--upstream names {name!r}, a LoRA adapter of {target.model.key!r}: give the "
+                f"server of {target.model.key!r}, which serves its adapters too."
+            )
         if model is None:
             raise GatewayStartupError(
                 f"--upstream names unknown model {name!r}; known models: "
