@@ -545,20 +545,10 @@ def gateway(
 ) -> None:
     """Run the deployed gateway locally, in front of servers you run (key from API_KEY,
     or the variable secrets.api_key.key names)."""
-    from mvgen.local_gateway import GatewayStartupError, run_local_gateway
-    from mvgen.runtime.models import ModelTable, ServedAdapter, ServedModel
+    from mvgen.local_gateway import GatewayStartupError, run_local_gateway, served_models
 
     plan = load(config_path)
-    # every adapter of a model, whichever GPUs load it: the upstream you name serves them
-    models = ModelTable(
-        ServedModel(
-            m.key,
-            m.served_name,
-            m.aliases,
-            tuple(ServedAdapter(a.name, a.source) for a in m.adapters),
-        )
-        for m in plan.models
-    )
+    models = served_models(plan)
     try:
         run_local_gateway(
             models,

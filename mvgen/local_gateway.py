@@ -16,9 +16,10 @@ from urllib.parse import urlsplit
 import uvicorn
 from starlette.applications import Starlette
 
+from mvgen.plan import Plan
 from mvgen.runtime.backends import HttpBackend
 from mvgen.runtime.gateway import GatewaySettings, create_app, load_api_keys
-from mvgen.runtime.models import ModelTable
+from mvgen.runtime.models import ModelTable, ServedAdapter, ServedModel
 
 log = logging.getLogger("mvgen.gateway")
 
@@ -26,6 +27,20 @@ API_KEY_ENV = "API_KEY"
 # A server started by hand may still be loading; wait this long for it to accept
 # connections before answering 503 (much less than a deployed container waits).
 LOCAL_CONNECT_WAIT = 10.0
+
+
+def served_models(plan: Plan) -> ModelTable:
+    """Every model of the config with all its LoRA adapters, whichever GPUs load them: the
+    server you name for a model serves its adapters too."""
+    return ModelTable(
+        ServedModel(
+            m.key,
+            m.served_name,
+            m.aliases,
+            tuple(ServedAdapter(a.name, a.source) for a in m.adapters),
+        )
+        for m in plan.models
+    )
 
 
 class GatewayStartupError(Exception):

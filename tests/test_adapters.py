@@ -13,12 +13,15 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import ROOT
 
 from mvgen.config import load_plan
 from mvgen.errors import ConfigError
+from mvgen.litellm_config import litellm_config
 from mvgen.lock import lock_path, read_lock, write_lock
 from mvgen.plan import Deployment, Plan
+from mvgen.render import render_files
 from mvgen.vllm_flags import accepted_flags, check_serve_argv
 
 sys.path.insert(0, str(ROOT / "tests" / "data" / "hf"))
@@ -368,3 +371,36 @@ def test_the_lock_reads_back_what_build_lock_wrote(tmp_path: Path) -> None:
     facts = load_plan(path).adapters[0].facts
     assert facts is not None
     assert (facts.rank, facts.base_model, len(facts.target_modules)) == (16, QWEN, 7)
+
+
+# --- LiteLLM routes ----------------------------------------------------------------------------
+
+
+def test_litellm_routes_and_groups_per_adapter_on_the_base_endpoints(tmp_path: Path) -> None:
+    plan = plan_of(tmp_path)
+    cfg = yaml.safe_load(render_files(plan)["litellm/config.yaml"])
+    by_name: dict[str, list[dict]] = {}
+    for entry in cfg["model_list"]:
+        by_name.setdefault(entry["model_name"], []).append(entry)
+    # one route per adapter x GPU that loads it, on the base's endpoint, the adapter's name
+    for route, gpu in (("mcq-l40s", "l40s"), ("mcq-h100", "h100"), ("support-h100", "h100")):
+        [entry] = by_name[route]
+        [base] = by_name[f"qwen-7b-{gpu}"]
+        assert entry["litellm_params"]["model"] == f"hosted_vllm/{route.rsplit('-', 1)[0]}"
+        assert entry["litellm_params"]["api_base"] == base["litellm_params"]["api_base"]
+        assert entry["litellm_params"]["api_base"].endswith(f"vllm-{gpu}-serve.modal.run/v1")
+        assert entry["model_info"] == base["model_info"]
+    assert "support-l40s" not in by_name  # support names h100 only
+    # groups: the base model's order (cheapest first), on the adapter's GPUs
+    mcq = by_name["mcq"]
+    assert [(e["litellm_params"]["order"], e["litellm_params"]["api_base"]) for e in mcq] == [
+        (1, by_name["qwen-7b-l40s"][0]["litellm_params"]["api_base"]),
+        (2, by_name["qwen-7b-h100"][0]["litellm_params"]["api_base"]),
+    ]
+    assert all(e["litellm_params"]["model"] == "hosted_vllm/mcq" for e in mcq)
+    assert [e["litellm_params"]["order"] for e in by_name["support"]] == [1]
+    # the file is exactly the data, adapters included
+    data = litellm_config(plan)
+    groups = [d for g in data["groups"] for d in g["deployments"]]
+    assert cfg["model_list"] == data["routes"] + groups
+    assert "<adapter>-<gpu>, <adapter>" in render_files(plan)["litellm/config.yaml"]
