@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT
+from conftest import ROOT, run_cli
 
 from mvgen.config import load_plan
 from mvgen.errors import ConfigError
+from mvgen.fit import assess_deployment, lora_elements
 from mvgen.litellm_config import litellm_config
 from mvgen.lock import lock_path, read_lock, write_lock
 from mvgen.plan import Deployment, Plan
@@ -49,6 +50,7 @@ models:
 
 
 def write(tmp_path: Path, text: str = CONFIG, *, lock: bool = True) -> Path:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "deployments.yaml"
     path.write_text(textwrap.dedent(text))
     if lock:
@@ -404,3 +406,127 @@ def test_litellm_routes_and_groups_per_adapter_on_the_base_endpoints(tmp_path: P
     groups = [d for g in data["groups"] for d in g["deployments"]]
     assert cfg["model_list"] == data["routes"] + groups
     assert "<adapter>-<gpu>, <adapter>" in render_files(plan)["litellm/config.yaml"]
+
+
+# --- adapter memory in the fit -----------------------------------------------------------------
+
+# Qwen/Qwen2.5-7B-Instruct's config.json (tests/data/hf): hidden 3584, 28 heads of 128,
+# 4 KV heads, MLP 18944, 28 layers; no LoRA on embeddings for Qwen2 in vLLM 0.12. Per layer,
+# per adapter slot and unit of rank, (slices x input + outputs) of each linear layer:
+QKV = 3 * 3584 + (3584 + 2 * 512)  # 15,360: three A matrices, q + k + v outputs
+O_PROJ = 3584 + 3584  # 7,168
+GATE_UP = 2 * 3584 + 2 * 18944  # 45,056
+DOWN = 18944 + 3584  # 22,528
+QWEN_ELEMENTS = 28 * (QKV + O_PROJ + GATE_UP + DOWN)  # 2,523,136
+
+
+def test_adapter_memory_is_vllms_preallocation_by_hand(tmp_path: Path) -> None:
+    assert QWEN_ELEMENTS == 2_523_136
+    plan = plan_of(tmp_path)
+    without = plan_of(tmp_path / "none", CONFIG.split("    adapters:")[0] + LLAMA_ONLY)
+    for route, slots, rank in (("qwen-7b-h100", 2, 64), ("qwen-7b-l40s", 1, 16)):
+        d = pair(plan, route)
+        assert lora_elements(d.architecture.lora, 1) == QWEN_ELEMENTS
+        fit = assess_deployment(d)
+        expected = slots * rank * 2 * QWEN_ELEMENTS  # bf16, the model's dtype ("auto")
+        assert fit.lora_bytes == expected  # h100: 645,922,816 B; l40s: 80,740,352 B
+        base = assess_deployment(pair(without, route))
+        assert fit.weight_bytes - base.weight_bytes == pytest.approx(expected)
+        assert base.kv_budget_bytes - fit.kv_budget_bytes == pytest.approx(expected)
+    assert assess_deployment(pair(plan, "llama-8b-h100")).lora_bytes == 0
+
+
+LLAMA_ONLY = """\
+  llama-8b:
+    hf_id: meta-llama/Llama-3.1-8B-Instruct
+    max_model_len: 8192
+"""
+
+
+def test_lora_elements_of_other_shapes_by_hand(tmp_path: Path) -> None:
+    """Tensor parallelism, a model with embedding LoRA (Llama) and fused experts (Qwen3-VL
+    MoE, 128 experts of width 768 and a router), from the committed seed lock."""
+    text = """\
+    workspace: acme
+    gpus:
+      h100: {type: H100}
+    models:
+      gemma-3-27b: {hf_id: google/gemma-3-27b-it, max_model_len: 8192}
+      qwen3-vl-30b:
+        hf_id: Qwen/Qwen3-VL-30B-A3B-Instruct
+        max_model_len: 8192
+        limit_mm_per_prompt: {image: 1, video: 0}
+      llama-8b: {hf_id: meta-llama/Llama-3.1-8B-Instruct, max_model_len: 8192}
+    """
+    plan = plan_of(tmp_path, text)
+    gemma = pair(plan, "gemma-3-27b-h100").architecture.lora
+    # hidden 5376, 32 heads and 16 KV heads of 128, MLP 21504, 62 layers
+    one_gpu = (3 * 5376 + 4096 + 4096) + (4096 + 5376) + (2 * 5376 + 2 * 21504) + (21504 + 5376)
+    assert lora_elements(gemma, 1) == 62 * one_gpu == 7_094_784
+    two_gpus = (3 * 5376 + 2048 + 2048) + (2048 + 5376) + (2 * 5376 + 21504) + (10752 + 5376)
+    assert lora_elements(gemma, 2) == 62 * two_gpus
+    vl = pair(plan, "qwen3-vl-30b-h100").architecture.lora
+    attention = (3 * 2048 + 4096 + 2 * 512) + (4096 + 2048)
+    experts = 128 * ((2048 + 2 * 768) + (768 + 2048))  # w13 fused: one A, a 2 x 768 B
+    router = 2048 + 128
+    assert lora_elements(vl, 1) == 48 * (attention + experts + router) == 40_261_632
+    llama = pair(plan, "llama-8b-h100").architecture.lora
+    layer = (3 * 4096 + 4096 + 2 * 1024) + (4096 + 4096) + (2 * 4096 + 2 * 14336) + (14336 + 4096)
+    embeddings = 2 * (128_256 + 4096)  # embed_tokens and lm_head over the vocabulary
+    assert lora_elements(llama, 1) == 32 * layer + embeddings
+
+
+def test_adapters_that_leave_no_room_are_refused_with_max_loras_1(tmp_path: Path) -> None:
+    text = """\
+    workspace: acme
+    gpus:
+      l4: {type: L4}
+    models:
+      qwen-7b:
+        hf_id: Qwen/Qwen2.5-7B-Instruct
+        max_model_len: 4096
+        max_num_seqs: 64
+        adapters:
+          big: {path: adapters/big, rank: 512}
+          small: {path: adapters/small, rank: 8}
+    """
+    rendered = errors_of(tmp_path, text)
+    assert "models.qwen-7b.per_gpu.l4" in rendered
+    assert "with 4.8 GiB of LoRA adapter buffers" in rendered  # 2 x 512 x 2 B x 2,523,136
+    assert "max_loras: 1" in rendered
+    plan = plan_of(
+        tmp_path, text.replace("max_num_seqs: 64", "max_num_seqs: 64\n        max_loras: 1")
+    )
+    assert plan.deployments[0].max_loras == 1
+
+
+def test_plan_shows_the_adapters_and_their_memory(tmp_path: Path) -> None:
+    config = write(tmp_path)
+    out = ["--config", str(config), "--output-dir", str(tmp_path)]
+    rows = {
+        m["route"]: m
+        for a in json.loads(run_cli("plan", "--json", *out).stdout)["apps"]
+        for m in a["models"]
+    }
+    h100 = rows["qwen-7b-h100"]
+    assert h100["adapters"] == {
+        "names": ["mcq", "support"],
+        "ranks": [16, 64],
+        "max_lora_rank": 64,
+        "max_loras": 2,
+    }
+    assert h100["fit"]["lora_gib"] == round(2 * 64 * 2 * QWEN_ELEMENTS / 1024**3, 2) == 0.6
+    assert rows["llama-8b-h100"]["adapters"] is None
+    table = run_cli("plan", *out).stdout
+    assert "2 x r64: 0.60 GiB" in table and "1 x r16: 0.08 GiB" in table
+
+
+def test_a_model_type_mvgen_cannot_size_leaves_the_fit_unknown(tmp_path: Path) -> None:
+    text = CONFIG.replace(
+        "    hf_id: Qwen/Qwen2.5-7B-Instruct\n",
+        "    hf_id: Qwen/Qwen2.5-7B-Instruct\n    architecture: {params_b: 7.6, layers: 28, "
+        "kv_heads: 4, head_dim: 128, max_context: 32768}\n",
+    )
+    plan = plan_of(tmp_path, text)
+    notes = [w for w in plan.warnings if "qwen-7b" in w and "fit unknown" in w]
+    assert notes and all("LoRA buffers" in note for note in notes)
