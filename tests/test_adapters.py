@@ -15,14 +15,17 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import ROOT, run_cli
+from gateway_fixtures import API_KEY, gateway_over, standin
 
 from mvgen.config import load_plan
 from mvgen.errors import ConfigError
 from mvgen.fit import assess_deployment, lora_elements
 from mvgen.litellm_config import litellm_config
+from mvgen.local_gateway import served_models
 from mvgen.lock import lock_path, read_lock, write_lock
 from mvgen.plan import Deployment, Plan
 from mvgen.render import render_files
+from mvgen.smoke import run_smoke, target_for
 from mvgen.vllm_flags import accepted_flags, check_serve_argv
 
 sys.path.insert(0, str(ROOT / "tests" / "data" / "hf"))
@@ -530,3 +533,31 @@ def test_a_model_type_mvgen_cannot_size_leaves_the_fit_unknown(tmp_path: Path) -
     plan = plan_of(tmp_path, text)
     notes = [w for w in plan.warnings if "qwen-7b" in w and "fit unknown" in w]
     assert notes and all("LoRA buffers" in note for note in notes)
+
+
+# --- the smoke test ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("knows_adapters", [True, False])
+def test_the_smoke_test_asks_each_adapter_by_name(tmp_path: Path, knows_adapters: bool) -> None:
+    """Against the mvgen gateway in front of the vLLM stand-in, which answers to the adapters'
+    names only when it was told them, as vLLM with --lora-modules."""
+    plan = plan_of(tmp_path)
+    app = next(a for a in plan.apps if a.gpu.key == "h100")
+    names = [QWEN, "mcq", "support"] if knows_adapters else [QWEN]
+    names += ["meta-llama/Llama-3.1-8B-Instruct"]
+    with standin(served_names=names) as server:
+        upstreams = {"qwen-7b": server.url, "llama-8b": server.url}
+        with gateway_over(upstreams, models=served_models(plan)) as url:
+            results = run_smoke([target_for(app, url, "qwen-7b")], API_KEY, ready_timeout=10)
+    [check] = [r for r in results if r.check == "adapters"]
+    [models] = [r for r in results if r.check == "models"]
+    assert models.status == "pass" and "and 2 adapters" in models.detail
+    if knows_adapters:
+        assert check.status == "pass", check.detail
+        asked = [r.body["model"] for r in server.completion_requests()]
+        assert "mcq" in asked and "support" in asked
+    else:
+        assert check.status == "FAIL" and "404" in check.detail
+    # a model without adapters has no such check
+    assert not [r for r in results if r.check == "adapters" and r.model != "qwen-7b"]
