@@ -276,7 +276,7 @@ def lora_elements(shape: LoraShape, tp: int) -> int:
     embedding_modules add the token embedding and lm_head (vocal_parallel_embedding.py,
     logits_processor.py), both over the whole vocabulary."""
     h = shape.hidden
-    q = shape.heads // tp * shape.head_dim if shape.heads >= tp else shape.head_dim
+    q = shape.heads // tp * shape.head_dim  # vLLM needs heads divisible by tp
     kv = max(1, shape.kv_heads // tp) * shape.head_dim  # vLLM replicates KV heads past TP
     attention = (3 * h + q + 2 * kv) + (q + h)  # qkv_proj, o_proj
     mlp = shape.mlp // tp
