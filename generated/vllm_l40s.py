@@ -239,6 +239,7 @@ class Vllm:
             env=spec["env"],
             hf_token_env=HF_TOKEN_ENV,
             hidden_env=[API_KEY_ENV],
+            adapters=spec.get("adapters", []),  # LoRA adapters to fetch first
         )
         # Waits for vLLM until shortly before startup_timeout. A failed start is
         # recorded; the pool then answers 503 model_failed_to_start with the cause and

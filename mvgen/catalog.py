@@ -120,6 +120,26 @@ class VisionTower:
 
 
 @dataclass(frozen=True)
+class LoraShape:
+    """The language model's layers as vLLM 0.12 wraps them for LoRA adapters (fit.py sizes
+    the buffers): every decoder layer's attention, its dense MLP or its experts and router,
+    and for some models the token embedding and lm_head."""
+
+    layers: int
+    hidden: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    dense_layers: int  # layers with a dense MLP (gate_up_proj, down_proj)
+    mlp: int  # its width (intermediate_size)
+    moe_layers: int = 0  # layers with experts and a router instead
+    experts: int = 0
+    expert_mlp: int = 0  # one expert's width (moe_intermediate_size)
+    fused_experts: bool = False  # gate and up fused in the weights (is_3d_moe_weight)
+    vocab: int = 0  # embed_tokens and lm_head get LoRA too (embedding_modules); 0: not
+
+
+@dataclass(frozen=True)
 class Architecture:
     """What the fit arithmetic needs to know about a model, read from its config.json
     (mvgen/hfconfig.py, via the lock) or declared under `architecture:`."""
@@ -139,6 +159,7 @@ class Architecture:
     tied_embeddings: bool = False  # lm_head shares the token embedding
     vision_tower: VisionTower | None = None
     buffer_bytes: int = 0  # non-parameter buffers vLLM builds with the model, on every GPU
+    lora: LoraShape | None = None  # None: adapters' memory unknown (a type mvgen does not size)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection
 
+from mvgen.adapters import adapter_check
 from mvgen.errors import Problem
 from mvgen.fit import fit_check
 from mvgen.loader import Lines
@@ -235,5 +236,6 @@ CHECKS: tuple[Callable[[Plan, Lines, list[str]], list[Problem]], ...] = (
     gpu_snapshots,
     vllm_options,
     secret_keys,
+    adapter_check,
     fit_check,
 )

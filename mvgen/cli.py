@@ -169,15 +169,16 @@ def lock(config_path: Path, only_missing: bool, check: bool) -> None:
         return
     path = lockfile.lock_path(config_path)
     current = lockfile.read_lock(path)
-    refs = lockfile.wanted_checkpoints(data)
+    refs = lockfile.wanted_checkpoints(data) + lockfile.wanted_adapters(data)
     missing = lockfile.missing_entries(current, refs)
+    count = _lock_count(refs)
     if check:
         for ref in missing:
             click.echo(f"{path.name}: no entry for {ref.hf_id} ({ref.where})", err=True)
         if missing:
             click.echo(f"run `{lockfile.LOCK_COMMAND}` (needs the Hugging Face Hub)", err=True)
             sys.exit(1)
-        click.echo(f"{path.name}: up to date ({len(refs)} checkpoints)")
+        click.echo(f"{path.name}: up to date ({count})")
         return
     hub = Hub.from_env()
     try:
@@ -207,9 +208,18 @@ def lock(config_path: Path, only_missing: bool, check: bool) -> None:
     for ref in fetched:
         click.echo(f"   locked  {ref.hf_id}{'@' + ref.revision if ref.revision else ''}")
     if fetched:
-        click.echo(f"{path.name}: {len(refs)} checkpoints, {len(fetched)} read from {hub.endpoint}")
+        click.echo(f"{path.name}: {count}, {len(fetched)} read from {hub.endpoint}")
     else:
-        click.echo(f"{path.name}: up to date ({len(refs)} checkpoints)")
+        click.echo(f"{path.name}: up to date ({count})")
+
+
+def _lock_count(refs: list[Any]) -> str:
+    """`3 checkpoints`, or `3 checkpoints, 1 adapter` when LoRA adapters are locked too."""
+    adapters = sum(1 for r in refs if r.kind == "adapter")
+    text = f"{len(refs) - adapters} checkpoints"
+    if adapters:
+        text += f", {adapters} adapter{'s' if adapters > 1 else ''}"
+    return text
 
 
 @main.command(name="list")
@@ -588,11 +598,10 @@ def gateway(
 ) -> None:
     """Run the deployed gateway locally, in front of servers you run (key from API_KEY,
     or the variable secrets.api_key.key names)."""
-    from mvgen.local_gateway import GatewayStartupError, run_local_gateway
-    from mvgen.runtime.models import ModelTable, ServedModel
+    from mvgen.local_gateway import GatewayStartupError, run_local_gateway, served_models
 
     plan = load(config_path)
-    models = ModelTable(ServedModel(m.key, m.served_name, m.aliases) for m in plan.models)
+    models = served_models(plan)
     try:
         run_local_gateway(
             models,

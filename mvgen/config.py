@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from mvgen import checks
+from mvgen.adapters import max_lora_rank, read_adapters
 from mvgen.catalog import (
     Architecture,
     Checkpoint,
@@ -38,6 +39,7 @@ from mvgen.plan import (
 from mvgen.schema import schema_problems
 
 DEFAULT_CONFIG = Path("deployments.yaml")
+DEFAULT_VLLM = "0.12.0"  # image.vllm's default (schema/deployments.schema.json)
 SETTING_KEYS = tuple(f.name for f in fields(Settings))
 
 
@@ -80,7 +82,7 @@ def build_plan(
     problems, warnings = [], []
     gpus = _gpus(data["gpus"], lines, problems)
     lock = lock or Lock()
-    models = _models(data["models"], lock)
+    models = _models(data["models"], list(data["gpus"]), lock)
     deployments = _deployments(data, gpus, models, lock, lines, problems)
     plan = _assemble(data, source, gpus, models, deployments, workspace)
     if data.get("warm"):
@@ -118,7 +120,7 @@ def _unknown_gpu_type(key: str, value: str, lines: Lines) -> Problem:
     )
 
 
-def _models(raw: dict[str, Any], lock: Lock) -> dict[str, Model]:
+def _models(raw: dict[str, Any], gpus: list[str], lock: Lock) -> dict[str, Model]:
     models = {}
     for key, spec in raw.items():
         hf_id = spec["hf_id"]
@@ -136,6 +138,10 @@ def _models(raw: dict[str, Any], lock: Lock) -> dict[str, Model]:
             architecture=facts[1],
             litellm_order=tuple(spec.get("litellm_order", ())),
             unknown_reason=facts[2],
+            # by default on every GPU the model is served on (unknown GPUs are reported once)
+            adapters=read_adapters(
+                key, spec, [g for g in spec.get("gpus", gpus) if g in gpus], lock
+            ),
         )
     return models
 
@@ -183,6 +189,7 @@ def _deployments(
     problems: list[Problem],
 ) -> list[Deployment]:
     defaults = data.get("defaults", {})
+    vllm = data.get("image", {}).get("vllm", DEFAULT_VLLM)
     out = []
     for key, model in models.items():
         spec = data["models"][key]
@@ -221,7 +228,8 @@ def _deployments(
                 paths = (("defaults",), ("models", key), ("models", key, "per_gpu", gpu_key))
                 settings = _settings(*layers)
                 where = _setting_paths(zip(paths, layers, strict=True))
-                out.append(_deployment(model, gpus[gpu_key], settings, where, spec, per_gpu, lock))
+                d = _deployment(model, gpus[gpu_key], settings, where, spec, per_gpu, lock)
+                out.append(replace(d, max_lora_rank=max_lora_rank(d.adapters, vllm)))
     return out
 
 
@@ -320,7 +328,7 @@ def _assemble(
     mode = data.get("mode", "gpu")
     prefix = data.get("app_prefix", "vllm")
     workspace = data.get("workspace") or default_workspace
-    image = {"vllm": "0.12.0", "base": "nvidia/cuda:12.9.0-devel-ubuntu22.04", "python": "3.12"}
+    image = {"vllm": DEFAULT_VLLM, "base": "nvidia/cuda:12.9.0-devel-ubuntu22.04", "python": "3.12"}
     image.update(data.get("image", {}))
     secrets = data.get("secrets", {})
     volumes = data.get("volumes", {})

@@ -22,7 +22,14 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from mvgen.catalog import GPU_TYPES, MAX_GPUS_PER_CONTAINER, Architecture, Checkpoint, GpuType
+from mvgen.catalog import (
+    GPU_TYPES,
+    MAX_GPUS_PER_CONTAINER,
+    Architecture,
+    Checkpoint,
+    GpuType,
+    LoraShape,
+)
 from mvgen.errors import Problem
 from mvgen.hfconfig import TORCH_DTYPE_BYTES
 from mvgen.loader import Lines
@@ -226,6 +233,68 @@ def _unquantized_params(arch: Architecture) -> int:
     """Embedding and lm_head stay in 16 bits (VocabParallelEmbedding, ParallelLMHead)."""
     vocab = arch.vocab_size or VOCAB_WHEN_UNKNOWN
     return vocab * (arch.hidden_size or 0) * (1 if arch.tied_embeddings else 2)
+
+
+# --- LoRA adapters ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoraSlots:
+    """What vLLM reserves GPU memory for when adapters are served: --max-loras adapters of
+    --max-lora-rank, in --lora-dtype."""
+
+    max_loras: int
+    max_rank: int
+    dtype_bytes: int
+
+
+def lora_slots(d: Deployment, settings: Settings | None = None) -> LoraSlots | None:
+    """The pair's LoRA reservation (with `settings` in place of its own); None without
+    adapters, or while a rank is unknown (validation refuses that)."""
+    if not d.adapters or d.max_lora_rank is None:
+        return None
+    s = settings or d.settings
+    dtype = flag_value(s.extra_args, "--lora-dtype") or "auto"
+    width = TORCH_DTYPE_BYTES.get(d.checkpoint.dtype if dtype == "auto" else dtype, 2)
+    return LoraSlots(replace(d, settings=s).max_loras, d.max_lora_rank, width)
+
+
+def lora_elements(shape: LoraShape, tp: int) -> int:
+    """Elements of LoRA buffer per adapter slot and per unit of rank, on one GPU.
+
+    vLLM 0.12 preallocates, when it loads the model, an A and a B matrix per slice of every
+    linear layer of the language model, whatever the adapters target (vllm/lora/models.py
+    LoRAModelManager._create_lora_modules): A is max_loras x max_lora_rank x input, B is
+    max_loras x output x max_lora_rank (lora/layers/base_linear.py
+    BaseLinearLayerWithLoRA.create_lora_weights). So each layer costs (slices x input + the
+    slices' outputs) per slot and rank: merged layers repeat A per slice (qkv_proj 3,
+    gate_up_proj 2: column_parallel_linear.py MergedColumnParallelLinearWithLoRA,
+    MergedQKVParallelLinearWithLoRA). Tensor parallelism splits column-parallel outputs and
+    row-parallel inputs. Experts have a pair per expert (lora/layers/fused_moe.py
+    FusedMoEWithLoRA._create_lora_a_weights/_create_lora_b_weights; FusedMoE3DWithLoRA when
+    gate and up are fused), the router is a replicated linear layer, and models with
+    embedding_modules add the token embedding and lm_head (vocal_parallel_embedding.py,
+    logits_processor.py), both over the whole vocabulary."""
+    h = shape.hidden
+    q = shape.heads // tp * shape.head_dim  # vLLM needs heads divisible by tp
+    kv = max(1, shape.kv_heads // tp) * shape.head_dim  # vLLM replicates KV heads past TP
+    attention = (3 * h + q + 2 * kv) + (q + h)  # qkv_proj, o_proj
+    mlp = shape.mlp // tp
+    dense = (2 * h + 2 * mlp) + (mlp + h)  # gate_up_proj, down_proj
+    width = shape.expert_mlp // tp
+    if shape.fused_experts:  # w13 one slice of 2 x width, w2
+        experts = shape.experts * ((h + 2 * width) + (width + h))
+    else:  # w1, w3, w2
+        experts = shape.experts * (2 * (h + width) + (width + h))
+    moe = experts + (h + shape.experts)  # and the router (gate)
+    embeddings = 2 * (shape.vocab + h) if shape.vocab else 0  # embed_tokens, lm_head
+    return (
+        shape.layers * attention + shape.dense_layers * dense + shape.moe_layers * moe + embeddings
+    )
+
+
+def lora_bytes(shape: LoraShape, tp: int, slots: LoraSlots) -> int:
+    return slots.max_loras * slots.max_rank * slots.dtype_bytes * lora_elements(shape, tp)
 
 
 # --- the profile ------------------------------------------------------------------------------
@@ -435,6 +504,7 @@ class Fit:
     longest_len: int | None = None  # largest max_model_len that fits one sequence
     batched_tokens: int = 0
     max_num_seqs: int = 0
+    lora_bytes: float = 0.0  # the adapters' buffers, counted in weight_bytes
 
     @property
     def fits(self) -> bool:
@@ -452,9 +522,17 @@ def assess(
     checkpoint: Checkpoint | None = None,
     vllm: str = "0.12.0",
     reason: str | None = None,
+    lora: LoraSlots | None = None,
 ) -> Fit:
     if arch is None:
         return Fit("unknown", reason or "no architecture facts for this model")
+    if lora is not None and arch.lora is None:
+        return Fit(
+            "unknown",
+            "mvgen does not size vLLM's LoRA buffers for this model type (known: "
+            "Llama, Mistral, Mixtral, Qwen2, Qwen3, Qwen3 MoE, Qwen3-VL, Gemma 3, read "
+            "from the lock's config.json)",
+        )
     ckpt = checkpoint or Checkpoint("")
     own, asked = ckpt.quantization, settings.quantization
     if own and asked and own != asked:
@@ -474,6 +552,12 @@ def assess(
     visible = torch_visible_bytes(gpu)
     usable = visible * settings.gpu_memory_utilization
     resident, peak_load = per_gpu_weights(arch, held, settings)
+    # LoRA buffers are allocated with the model, after the weights (and any online
+    # quantization): part of "Model loading took", so out of the KV cache
+    # (v1/worker/gpu_model_runner.py load_model, one DeviceMemoryProfiler around both).
+    adapters = float(lora_bytes(arch.lora, tp, lora)) if lora and arch.lora else 0.0
+    resident += adapters
+    peak_load = max(peak_load, resident)
     images = encoder_batch(arch, settings, batched_tokens, seqs)
     if isinstance(images, str):
         return Fit("unknown", images)
@@ -522,6 +606,7 @@ def assess(
         longest_len=longest_len(lambda n: seqs_at(budget, n) >= 1, arch.max_context),
         batched_tokens=batched_tokens,
         max_num_seqs=seqs,
+        lora_bytes=adapters,
     )
 
 
@@ -536,7 +621,9 @@ def _graphs_run_out(
 
 
 def assess_deployment(d: Deployment, vllm: str = "0.12.0") -> Fit:
-    return assess(d.architecture, d.gpu.type, d.settings, d.checkpoint, vllm, d.unknown_reason)
+    return assess(
+        d.architecture, d.gpu.type, d.settings, d.checkpoint, vllm, d.unknown_reason, lora_slots(d)
+    )
 
 
 def assess_in(plan: Plan, d: Deployment) -> Fit:
@@ -544,15 +631,21 @@ def assess_in(plan: Plan, d: Deployment) -> Fit:
 
 
 def len_for_sequences(
-    arch: Architecture, gpu: GpuType, settings: Settings, n: int, ckpt: Checkpoint, vllm: str
+    arch: Architecture,
+    gpu: GpuType,
+    settings: Settings,
+    n: int,
+    ckpt: Checkpoint,
+    vllm: str,
+    lora: LoraSlots | None = None,
 ) -> int | None:
     """The largest max_model_len at which `n` full-length sequences fit."""
-    return longest_len(
-        lambda length: (
-            assess(arch, gpu, replace(settings, max_model_len=length), ckpt, vllm).sequences >= n
-        ),
-        arch.max_context,
-    )
+
+    def fits(length: int) -> bool:
+        s = replace(settings, max_model_len=length)
+        return assess(arch, gpu, s, ckpt, vllm, lora=lora).sequences >= n
+
+    return longest_len(fits, arch.max_context)
 
 
 def fixes(d: Deployment, fit: Fit, vllm: str) -> list[str]:
@@ -561,11 +654,14 @@ def fixes(d: Deployment, fit: Fit, vllm: str) -> list[str]:
     assert arch is not None  # only known fits have fixes
 
     def works(s: Settings, on: GpuType = gpu, c: Checkpoint = ckpt) -> bool:
-        return assess(arch, on, s, c, vllm).fits
+        return assess(arch, on, s, c, vllm, lora=lora_slots(d, s)).fits
 
     if fit.status == "mismatch":
         return ["quantization: null"]
     out = []
+    if fit.lora_bytes and d.max_loras > 1 and fit.status in ("no-load", "too-long"):
+        if works(replace(settings, max_loras=1)):
+            out.append("max_loras: 1 (one adapter per batch)")
     if fit.status == "too-long" and fit.longest_len:
         out.append(f"max_model_len: {fit.longest_len}")
     if fit.status in ("no-load", "too-long"):
@@ -646,7 +742,7 @@ def fit_check(plan: Plan, lines: Lines, warnings: list[str]) -> list[Problem]:
             want = plan.fit_min_sequences
             assert d.architecture is not None
             shorter = len_for_sequences(
-                d.architecture, d.gpu.type, d.settings, want, d.checkpoint, vllm
+                d.architecture, d.gpu.type, d.settings, want, d.checkpoint, vllm, lora_slots(d)
             )
             advice = f"; max_model_len {shorter} fits {want}" if shorter else ""
             warnings.append(
@@ -666,6 +762,9 @@ ARCHITECTURE_HINT = (
 def refusal(d: Deployment, fit: Fit, vllm: str = "0.12.0") -> str:
     s = d.settings
     dtype = s.quantization or d.checkpoint.quantization or "bf16"
+    held = f"{gib(fit.weight_bytes)} of {dtype} weights"
+    if fit.lora_bytes:  # counted with the weights, as vLLM's "Model loading took" does
+        held += f" (with {gib(fit.lora_bytes)} of LoRA adapter buffers)"
     head = f"{d.model.key} on {d.gpu_spec}"
     if fit.status == "load-oom":
         online = f", quantized to {s.quantization} only after loading" if s.quantization else ""
@@ -688,15 +787,15 @@ def refusal(d: Deployment, fit: Fit, vllm: str = "0.12.0") -> str:
         )
     if fit.status == "no-load":
         return (
-            f"{head} leaves no KV cache: {gib(fit.weight_bytes)} of {dtype} weights per GPU and "
+            f"{head} leaves no KV cache: {held} per GPU and "
             f"{gib(fit.overhead_bytes)} of start-up profile (sampler {gib(fit.sampler_bytes)} for "
             f"{fit.max_num_seqs} sequences) fill the {gib(fit.usable_bytes)} vLLM may use "
             f"({gib(fit.visible_bytes)} x gpu_memory_utilization {s.gpu_memory_utilization:g})"
         )
     return (
         f"{head}: one {s.max_model_len}-token sequence needs {gib(fit.sequence_bytes)} of KV "
-        f"cache, but {gib(fit.kv_budget_bytes)} is left after {gib(fit.weight_bytes)} of "
-        f"{dtype} weights and {gib(fit.overhead_bytes)} of start-up profile; vLLM would "
+        f"cache, but {gib(fit.kv_budget_bytes)} is left after {held} and "
+        f"{gib(fit.overhead_bytes)} of start-up profile; vLLM would "
         "refuse to start"
     )
 

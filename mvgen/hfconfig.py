@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from mvgen.catalog import Architecture, Checkpoint, VisionTower
+from mvgen.catalog import Architecture, Checkpoint, LoraShape, VisionTower
 
 # Bytes of one element of each safetensors dtype (the safetensors format's dtype names).
 DTYPE_BYTES = {
@@ -162,13 +162,16 @@ def text_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """The language model's settings with transformers' defaults filled in: the nested
     text_config of multimodal models (Gemma 3, Qwen3-VL), or the top level."""
     nested = config.get("text_config")
+    raw = dict(nested) if isinstance(nested, Mapping) else dict(config)
+    return {**TEXT_DEFAULTS.get(text_model_type(config), {}), **{k: v for k, v in raw.items()}}
+
+
+def text_model_type(config: Mapping[str, Any]) -> str:
+    """The language model's model_type: gemma3_text inside a gemma3 config, and so on."""
+    nested = config.get("text_config")
     if isinstance(nested, Mapping):
-        model_type = nested.get("model_type") or TEXT_TYPE_OF.get(str(config.get("model_type")))
-        raw = dict(nested)
-    else:
-        model_type = config.get("model_type")
-        raw = dict(config)
-    return {**TEXT_DEFAULTS.get(str(model_type), {}), **{k: v for k, v in raw.items()}}
+        return str(nested.get("model_type") or TEXT_TYPE_OF.get(str(config.get("model_type"))))
+    return str(config.get("model_type"))
 
 
 def quant_method(config: Mapping[str, Any]) -> str | None:
@@ -227,6 +230,7 @@ def _architecture(
         intermediate = _need(text, "intermediate_size")
     window, every = _sliding(text, layers)
     vision = _vision_tower(config, int(text.get("hidden_size") or 0), preprocessor)
+    lora = lora_shape(text, text_model_type(config), int(kv_heads), int(head_dim))
     if parameters:
         params = sum(int(n) for n in parameters.values())
     else:
@@ -248,6 +252,59 @@ def _architecture(
         vision_tower=vision,
         tied_embeddings=bool(text.get("tie_word_embeddings", config.get("tie_word_embeddings"))),
         buffer_bytes=rope_cache_bytes(text, head_dim, "rope_local_base_freq" in text),
+        lora=lora,
+    )
+
+
+# Text model types whose vLLM 0.12 class supports LoRA and whose LoRA layers mvgen sizes:
+# (embed_tokens and lm_head get LoRA buffers too, because the class lists them in
+# embedding_modules; the experts' gate and up weights are fused, is_3d_moe_weight). From
+# vllm/model_executor/models: llama.py (Mistral is served by LlamaForCausalLM, registry.py),
+# mixtral.py, qwen2.py, qwen3.py, qwen3_moe.py, qwen3_vl.py, qwen3_vl_moe.py, gemma3.py.
+LORA_MODEL_TYPES: dict[str, tuple[bool, bool]] = {
+    "llama": (True, False),
+    "mistral": (True, False),
+    "mixtral": (True, False),
+    "qwen2": (False, False),
+    "qwen3": (False, False),
+    "qwen3_moe": (False, False),
+    "qwen3_vl_text": (False, False),
+    "qwen3_vl_moe_text": (False, True),
+    "gemma3_text": (False, False),
+}
+
+
+def lora_shape(
+    text: Mapping[str, Any], model_type: str, kv_heads: int, head_dim: int
+) -> LoraShape | None:
+    """The layers vLLM gives LoRA buffers (vllm/lora/models.py _create_lora_modules: every
+    linear and fused-MoE layer of the language model, whatever an adapter targets), or None
+    for a model type not in LORA_MODEL_TYPES."""
+    if model_type not in LORA_MODEL_TYPES:
+        return None
+    embeddings, fused = LORA_MODEL_TYPES[model_type]
+    layers = int(_need(text, "num_hidden_layers"))
+    experts = int(text.get("num_experts") or text.get("num_local_experts") or 0)
+    moe_layers = 0
+    if experts:
+        # qwen3_moe.py Qwen3MoeDecoderLayer: experts unless listed in mlp_only_layers, on
+        # every decoder_sparse_step-th layer
+        dense_only = set(text.get("mlp_only_layers") or ())
+        step = int(text.get("decoder_sparse_step") or 1)
+        moe_layers = sum(1 for i in range(layers) if i not in dense_only and (i + 1) % step == 0)
+    return LoraShape(
+        layers=layers,
+        hidden=int(_need(text, "hidden_size")),
+        heads=int(_need(text, "num_attention_heads")),
+        kv_heads=kv_heads,
+        head_dim=head_dim,
+        dense_layers=layers - moe_layers,
+        mlp=int(text.get("intermediate_size") or 0),
+        moe_layers=moe_layers,
+        experts=experts if moe_layers else 0,
+        expert_mlp=int(text.get("moe_intermediate_size") or text.get("intermediate_size") or 0),
+        fused_experts=fused,
+        vocab=int(_need(text, "vocab_size")) if embeddings else 0,
     )
 
 

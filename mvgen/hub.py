@@ -1,6 +1,7 @@
 """Read a checkpoint's facts from the Hugging Face Hub for `mvgen lock`: its config.json, its
 safetensors parameter counts by dtype (the Hub's model API computes them from the
-safetensors headers), and for Qwen-VL models the image processor's size.
+safetensors headers), and for Qwen-VL models the image processor's size; for a LoRA
+adapter, its adapter_config.json.
 
 huggingface_hub does the HTTP; HF_ENDPOINT picks the Hub (tests point it at a stand-in on
 127.0.0.1) and HF_TOKEN opens gated models such as Gemma. The token is never printed.
@@ -13,7 +14,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from mvgen.lock import CheckpointRef, LockEntry
+from mvgen.lock import ADAPTER, AdapterEntry, CheckpointRef, LockEntry
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 TIMEOUT_S = 30.0
@@ -44,8 +45,10 @@ class Hub:
 
         return HfApi(endpoint=self.endpoint, token=self.token or False)
 
-    def fetch(self, ref: CheckpointRef) -> LockEntry:
+    def fetch(self, ref: CheckpointRef) -> LockEntry | AdapterEntry:
         """One lock entry, read from the Hub."""
+        if ref.kind == ADAPTER:
+            return self.fetch_adapter(ref)
         api = self.api()
         info = self._call(
             ref,
@@ -78,6 +81,25 @@ class Hub:
             parameters=parameters,
             preprocessor=preprocessor,
         )
+
+    def fetch_adapter(self, ref: CheckpointRef) -> AdapterEntry:
+        """A LoRA adapter's adapter_config.json, at the commit its revision names now."""
+        info = self._call(
+            ref,
+            self.api().model_info,
+            ref.hf_id,
+            revision=ref.revision,
+            expand=["sha"],
+            timeout=TIMEOUT_S,
+        )
+        sha = info.sha or ref.revision
+        config = self._json(ref, "adapter_config.json", sha)
+        if not isinstance(config, dict):
+            raise HubError(
+                f"{ref.where}: {ref.hf_id} has no adapter_config.json, so it is not a PEFT "
+                "LoRA adapter vLLM can load"
+            )
+        return AdapterEntry(ref.hf_id, ref.revision, sha, self.endpoint, config)
 
     def _json(self, ref: CheckpointRef, filename: str, revision: str | None) -> dict | None:
         """A JSON file of the repo, or None when the repo has no such file."""

@@ -3,6 +3,8 @@
 Two kinds of model_list entries:
 - routes, `<model>-<gpu>`: exactly one GPU's endpoint, for benchmarks and pinning;
 - groups, `<model>`: one entry per GPU under the same model_name, each with an `order`.
+A LoRA adapter gets both too, `<adapter>-<gpu>` and `<adapter>`, on the GPUs that load it:
+the base model's endpoints, with the adapter's name as the model vLLM is sent.
   LiteLLM 1.108.7 sends a request to the lowest order that is not cooling down, and on a
   failure walks the higher orders within the same request (router.py,
   `Router.async_function_with_fallbacks_common_utils`, "ORDER-BASED FALLBACKS").
@@ -18,7 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from mvgen.errors import ConfigError, Problem, did_you_mean
-from mvgen.plan import App, Deployment, Model, Plan
+from mvgen.plan import Adapter, App, Deployment, Model, Plan
 from mvgen.workspace import missing_problem
 
 VLLM_KEY = "os.environ/VLLM_API_KEY"  # LiteLLM reads the value from the environment
@@ -34,22 +36,21 @@ def litellm_config(plan: Plan, api_bases: Mapping[str, str] | None = None) -> di
     """
     bases = _api_bases(plan, api_bases or {})
     routes = [_entry(d.route, d, bases[_key(d)], plan) for d in plan.deployments]
+    routes += [
+        _entry(f"{a.name}-{d.gpu.key}", d, bases[_key(d)], plan, adapter=a)
+        for d in plan.deployments
+        for a in d.adapters
+    ]
     groups = []
     for model in plan.models:
         ordered = group_order(plan, model)
         if not ordered:
             continue
-        groups.append(
-            {
-                "name": model.key,
-                "gpus": [d.gpu.key for d in ordered],
-                "why": "litellm_order first" if model.litellm_order else "cheapest first",
-                "deployments": [
-                    _entry(model.key, d, bases[_key(d)], plan, order=i)
-                    for i, d in enumerate(ordered, start=1)
-                ],
-            }
-        )
+        why = "litellm_order first" if model.litellm_order else "cheapest first"
+        groups.append(_group(model.key, ordered, why, bases, plan))
+        for adapter in model.adapters:
+            mine = [d for d in ordered if adapter in d.adapters]
+            groups.append(_group(adapter.name, mine, f"{model.key}'s order", bases, plan, adapter))
     largest = max((len(g["deployments"]) for g in groups), default=1)
     return {
         "routes": sorted(routes, key=lambda r: r["model_name"]),
@@ -68,6 +69,25 @@ def litellm_config(plan: Plan, api_bases: Mapping[str, str] | None = None) -> di
             # 300 s to learn token limits (model_info has them), keeping gateways awake.
             "disable_model_info_refresh": True,
         },
+    }
+
+
+def _group(
+    name: str,
+    ordered: list[Deployment],
+    why: str,
+    bases: Mapping[tuple[str, str], str],
+    plan: Plan,
+    adapter: Adapter | None = None,
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "gpus": [d.gpu.key for d in ordered],
+        "why": why,
+        "deployments": [
+            _entry(name, d, bases[_key(d)], plan, order=i, adapter=adapter)
+            for i, d in enumerate(ordered, start=1)
+        ],
     }
 
 
@@ -90,10 +110,18 @@ def _price_key(d: Deployment) -> tuple[bool, float]:
 
 
 def _entry(
-    name: str, d: Deployment, api_base: str, plan: Plan, order: int | None = None
+    name: str,
+    d: Deployment,
+    api_base: str,
+    plan: Plan,
+    order: int | None = None,
+    adapter: Adapter | None = None,
 ) -> dict[str, Any]:
+    """One model_list entry. For an adapter, the base's endpoint and the adapter's name:
+    LiteLLM sends it as "model", and the gateway routes it to the base model's pool."""
+    served = adapter.name if adapter is not None else d.model.served_name
     params: dict[str, Any] = {
-        "model": f"{PROVIDER}/{d.model.served_name}",
+        "model": f"{PROVIDER}/{served}",
         "api_base": api_base,
         "api_key": VLLM_KEY,
     }

@@ -17,9 +17,10 @@ import uvicorn
 from starlette.applications import Starlette
 
 from mvgen.local_server import ServerLimits, fit_to_open_files, server_config
+from mvgen.plan import Plan
 from mvgen.runtime.backends import HttpBackend
 from mvgen.runtime.gateway import GatewaySettings, create_app, load_api_keys
-from mvgen.runtime.models import ModelTable
+from mvgen.runtime.models import ModelTable, ServedAdapter, ServedModel
 
 log = logging.getLogger("mvgen.gateway")
 
@@ -27,6 +28,20 @@ API_KEY_ENV = "API_KEY"
 # A server started by hand may still be loading; wait this long for it to accept
 # connections before answering 503 (much less than a deployed container waits).
 LOCAL_CONNECT_WAIT = 10.0
+
+
+def served_models(plan: Plan) -> ModelTable:
+    """Every model of the config with all its LoRA adapters, whichever GPUs load them: the
+    server you name for a model serves its adapters too."""
+    return ModelTable(
+        ServedModel(
+            m.key,
+            m.served_name,
+            m.aliases,
+            tuple(ServedAdapter(a.name, a.source) for a in m.adapters),
+        )
+        for m in plan.models
+    )
 
 
 class GatewayStartupError(Exception):
@@ -57,6 +72,12 @@ def check_upstreams(models: ModelTable, upstreams: Mapping[str, str]) -> dict[st
     checked: dict[str, str] = {}
     for name, url in upstreams.items():
         model = models.resolve(name)
+        target = models.target(name)
+        if model is None and target is not None:
+            raise GatewayStartupError(
+                f"--upstream names {name!r}, a LoRA adapter of {target.model.key!r}: give the "
+                f"server of {target.model.key!r}, which serves its adapters too."
+            )
         if model is None:
             raise GatewayStartupError(
                 f"--upstream names unknown model {name!r}; known models: "

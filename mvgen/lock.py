@@ -3,8 +3,9 @@
 everywhere.
 
 An entry keeps the Hub's own answers verbatim (config.json, the safetensors parameter
-counts by dtype, the image processor's size for Qwen-VL models); mvgen/hfconfig.py turns
-them into facts each time, so a better reading of a config needs no new lock.
+counts by dtype, the image processor's size for Qwen-VL models; a LoRA adapter's
+adapter_config.json); mvgen/hfconfig.py and mvgen/adapters.py turn them into facts each
+time, so a better reading of a config needs no new lock.
 """
 
 from __future__ import annotations
@@ -24,13 +25,18 @@ LOCK_VERSION = 1
 LOCK_COMMAND = "make lock"  # what every "missing or stale" message tells the user to run
 
 
+CHECKPOINT = "checkpoint"
+ADAPTER = "adapter"  # a LoRA adapter's repo: only its adapter_config.json is read
+
+
 @dataclass(frozen=True)
 class CheckpointRef:
-    """A checkpoint deployments.yaml names, and where it names it."""
+    """A checkpoint (or LoRA adapter) deployments.yaml names, and where it names it."""
 
     hf_id: str
     revision: str | None
     where: str  # models.gemma-3-27b.hf_id, models.gemma-3-27b.per_gpu.l40s.checkpoint
+    kind: str = CHECKPOINT
 
     @property
     def key(self) -> str:
@@ -93,13 +99,53 @@ class LockEntry:
 
 
 @dataclass(frozen=True)
+class AdapterEntry:
+    """A LoRA adapter's adapter_config.json as the Hub served it (vLLM reads r,
+    target_modules and the features it refuses from it; base_model_name_or_path is what
+    validation compares with the base model)."""
+
+    hf_id: str
+    revision: str | None
+    sha: str | None
+    source: str
+    config: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "hf_id": self.hf_id,
+            "revision": self.revision,
+            "sha": self.sha,
+            "source": self.source,
+            "adapter_config": self.config,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> AdapterEntry:
+        return cls(
+            hf_id=str(data["hf_id"]),
+            revision=data.get("revision"),
+            sha=data.get("sha"),
+            source=str(data.get("source", "")),
+            config=dict(data["adapter_config"]),
+        )
+
+
+@dataclass(frozen=True)
 class Lock:
     entries: dict[str, LockEntry] = field(default_factory=dict)
     provenance: str = ""
+    adapters: dict[str, AdapterEntry] = field(default_factory=dict)
     _read: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def get(self, hf_id: str, revision: str | None) -> LockEntry | None:
         return self.entries.get(entry_key(hf_id, revision))
+
+    def adapter(self, hf_id: str, revision: str | None) -> AdapterEntry | None:
+        return self.adapters.get(entry_key(hf_id, revision))
+
+    def has(self, ref: CheckpointRef) -> bool:
+        held = self.adapters if ref.kind == ADAPTER else self.entries
+        return ref.key in held
 
     def facts(self, hf_id: str, revision: str | None) -> tuple[Architecture, Checkpoint] | str:
         """The checkpoint's facts, or why there are none (a message naming the fix)."""
@@ -141,12 +187,15 @@ def read_lock(path: Path) -> Lock | None:
                 "written by another mvgen",
             )
         entries = [LockEntry.from_json(e) for e in data["checkpoints"].values()]
+        adapters = [AdapterEntry.from_json(e) for e in data.get("adapters", {}).values()]
     except ConfigError:
         raise
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise _lock_error(path, f"not a lock file mvgen can read ({exc})") from None
     return Lock(
-        {entry_key(e.hf_id, e.revision): e for e in entries}, str(data.get("provenance", ""))
+        {entry_key(e.hf_id, e.revision): e for e in entries},
+        str(data.get("provenance", "")),
+        {entry_key(e.hf_id, e.revision): e for e in adapters},
     )
 
 
@@ -162,6 +211,8 @@ def lock_text(lock: Lock) -> str:
         "provenance": lock.provenance,
         "checkpoints": {k: lock.entries[k].to_json() for k in sorted(lock.entries)},
     }
+    if lock.adapters:  # absent without adapters, so such locks read as they always did
+        body["adapters"] = {k: lock.adapters[k].to_json() for k in sorted(lock.adapters)}
     return json.dumps(body, indent=2, ensure_ascii=False) + "\n"
 
 
@@ -186,32 +237,49 @@ def wanted_checkpoints(data: Mapping[str, Any]) -> list[CheckpointRef]:
     return list(refs.values())
 
 
+def wanted_adapters(data: Mapping[str, Any]) -> list[CheckpointRef]:
+    """Every LoRA adapter on the Hub a schema-valid deployments.yaml names, each once.
+    Adapters on a Volume (`path:`) are not on the Hub: they declare their rank."""
+    refs: dict[str, CheckpointRef] = {}
+    for key, spec in data.get("models", {}).items():
+        for name, adapter in (spec.get("adapters") or {}).items():
+            if adapter.get("hf_id"):
+                where = f"models.{key}.adapters.{name}.hf_id"
+                ref = CheckpointRef(adapter["hf_id"], adapter.get("revision"), where, ADAPTER)
+                refs.setdefault(ref.key, ref)
+    return list(refs.values())
+
+
 def missing_entries(lock: Lock | None, refs: Iterable[CheckpointRef]) -> list[CheckpointRef]:
-    return [r for r in refs if lock is None or lock.get(r.hf_id, r.revision) is None]
+    return [r for r in refs if lock is None or not lock.has(r)]
 
 
 def refreshed(
     lock: Lock | None,
     refs: list[CheckpointRef],
-    fetch: Callable[[CheckpointRef], LockEntry],
+    fetch: Callable[[CheckpointRef], LockEntry | AdapterEntry],
     *,
     only_missing: bool,
     provenance: str,
 ) -> tuple[Lock, list[CheckpointRef]]:
-    """The lock for exactly `refs`: entries fetched anew (or, with only_missing, only those
-    absent), entries no longer named dropped. Returns it and the refs fetched."""
-    old = lock.entries if lock else {}
-    entries: dict[str, LockEntry] = {}
+    """The lock for exactly `refs` (checkpoints and adapters): entries fetched anew (or,
+    with only_missing, only those absent), entries no longer named dropped. Returns it and
+    the refs fetched."""
+    old: dict[str, Mapping[str, Any]] = {
+        CHECKPOINT: lock.entries if lock else {},
+        ADAPTER: lock.adapters if lock else {},
+    }
+    new: dict[str, dict[str, Any]] = {CHECKPOINT: {}, ADAPTER: {}}
     fetched = []
     for ref in refs:
-        if only_missing and ref.key in old:
-            entries[ref.key] = old[ref.key]
+        if only_missing and ref.key in old[ref.kind]:
+            new[ref.kind][ref.key] = old[ref.kind][ref.key]
             continue
-        entries[ref.key] = fetch(ref)
+        new[ref.kind][ref.key] = fetch(ref)
         fetched.append(ref)
     before = lock.provenance if lock else ""
     if not fetched or len(fetched) == len(refs) or not before:
         text = before if not fetched and before else provenance
     else:
         text = f"{before} Since then: {provenance} (each entry's source says which)."
-    return Lock(entries, text), fetched
+    return Lock(new[CHECKPOINT], text, new[ADAPTER]), fetched

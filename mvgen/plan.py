@@ -16,6 +16,10 @@ GATEWAY_FUNCTION = "serve"  # name of the one web function per app: .../<app>-se
 HF_CACHE = "/root/.cache/huggingface"
 YamlPath = tuple[str | int, ...]  # ("models", "gemma-3-12b", "extra_args", 0)
 VLLM_CACHE = "/root/.cache/vllm"
+# Where a pool downloads Hub adapters at start, on the Hugging Face cache Volume, so each
+# revision is fetched once and vLLM gets a fixed local path (it cannot pin a revision).
+ADAPTER_DOWNLOADS = f"{HF_CACHE}/lora"
+DEFAULT_MAX_LORAS = 4  # --max-loras when max_loras is unset: at most this many adapters
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,7 @@ class Settings:
     scaledown_window: int = 900
     timeout: int = 1800
     startup_timeout: int = 1200
+    max_loras: int | None = None  # None: the pair's adapters, at most DEFAULT_MAX_LORAS
 
     @property
     def ready_timeout(self) -> int:
@@ -58,6 +63,59 @@ class Gpu:
 
 
 @dataclass(frozen=True)
+class AdapterFacts:
+    """What vLLM reads from a LoRA adapter's adapter_config.json (mvgen/adapters.py)."""
+
+    rank: int | None  # r
+    target_modules: tuple[str, ...]
+    base_model: str | None  # base_model_name_or_path, which vLLM never checks
+    refused: tuple[str, ...] = ()  # why vLLM 0.12 would refuse to load it
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """A LoRA adapter on top of a model: requests name it like a model, and vLLM applies it
+    in the base model's containers."""
+
+    name: str  # what requests say in "model", and vLLM's LoRA name
+    model: str  # the base model's short name
+    hf_id: str | None  # a Hub repo, or None for a folder on the Hugging Face cache Volume
+    revision: str | None
+    path: str | None  # that folder, relative to the Volume's root
+    gpus: tuple[str, ...]  # GPUs that load it
+    declared_rank: int | None = None  # rank: in deployments.yaml
+    facts: AdapterFacts | None = None  # from the lock's adapter_config.json
+    unknown_reason: str | None = None  # why facts is None for a Hub adapter
+
+    @property
+    def rank(self) -> int | None:
+        if self.facts is not None and self.facts.rank is not None:
+            return self.facts.rank
+        return self.declared_rank
+
+    @property
+    def local_dir(self) -> str:
+        """Where vLLM reads the adapter inside the container."""
+        if self.hf_id is None:
+            return f"{HF_CACHE}/{self.path}"
+        revision = (self.revision or "main").replace("/", "--")
+        return f"{ADAPTER_DOWNLOADS}/{self.hf_id.replace('/', '--')}/{revision}"
+
+    @property
+    def source(self) -> str:
+        """Where it comes from, as /v1/models shows it (`root`)."""
+        if self.hf_id is None:
+            return self.local_dir
+        return f"{self.hf_id}@{self.revision}" if self.revision else self.hf_id
+
+    def download(self) -> dict[str, str | None] | None:
+        """What the container fetches from the Hub before vLLM starts (None: on the Volume)."""
+        if self.hf_id is None:
+            return None
+        return {"repo_id": self.hf_id, "revision": self.revision, "local_dir": self.local_dir}
+
+
+@dataclass(frozen=True)
 class Model:
     key: str  # short name: gemma-3-12b
     hf_id: str
@@ -69,6 +127,7 @@ class Model:
     reasoning_parser: str | None = None
     litellm_order: tuple[str, ...] = ()  # GPUs the LiteLLM group tries first, in order
     unknown_reason: str | None = None  # why architecture is None (names the fix)
+    adapters: tuple[Adapter, ...] = ()
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -89,6 +148,19 @@ class Deployment:
     # layer that won; extra_args item by item, since they add up across layers.
     setting_paths: Mapping[str, YamlPath] = field(default_factory=dict, compare=False)
     extra_args_paths: tuple[YamlPath, ...] = field(default=(), compare=False)
+    # --max-lora-rank: the adapters' largest rank rounded up to a value vLLM accepts; None
+    # without adapters, or while a rank is unknown (validation refuses that)
+    max_lora_rank: int | None = None
+
+    @property
+    def adapters(self) -> tuple[Adapter, ...]:
+        """The model's adapters this GPU loads."""
+        return tuple(a for a in self.model.adapters if self.gpu.key in a.gpus)
+
+    @property
+    def max_loras(self) -> int:
+        """--max-loras: adapters one batch may mix, each a slot of GPU memory (fit.py)."""
+        return self.settings.max_loras or min(len(self.adapters), DEFAULT_MAX_LORAS) or 1
 
     @property
     def gpu_spec(self) -> str:
@@ -131,7 +203,29 @@ class Deployment:
             cmd += ["--quantization", s.quantization]
         if s.gpu_snapshot:
             cmd.append("--enable-sleep-mode")  # so weights can leave the GPU before the snapshot
+        if self.adapters:
+            cmd += self.lora_args()
         return cmd + list(s.extra_args)
+
+    def lora_args(self) -> list[str]:
+        """vLLM's LoRA flags. Every adapter follows one --lora-modules (repeating the flag
+        keeps only the last copy), as JSON naming the base, which /v1/models shows as each
+        adapter's parent."""
+        modules = [
+            json.dumps(
+                {"name": a.name, "path": a.local_dir, "base_model_name": self.model.served_name}
+            )
+            for a in self.adapters
+        ]
+        args = ["--enable-lora"]
+        if self.max_lora_rank is not None:
+            args += ["--max-lora-rank", str(self.max_lora_rank)]
+        args += ["--max-loras", str(self.max_loras)]
+        if len(self.adapters) > self.max_loras:
+            # vLLM keeps max_loras adapters in host memory by default, and would read the
+            # others from disk again each time one is needed
+            args += ["--max-cpu-loras", str(len(self.adapters))]
+        return args + ["--lora-modules", *modules]
 
 
 @dataclass(frozen=True)
@@ -246,6 +340,10 @@ class Plan:
     @property
     def deployments(self) -> tuple[Deployment, ...]:
         return tuple(d for app in self.apps for d in app.deployments)
+
+    @property
+    def adapters(self) -> tuple[Adapter, ...]:
+        return tuple(a for m in self.models for a in m.adapters)
 
     @property
     def start_failures_dict(self) -> str:

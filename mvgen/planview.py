@@ -301,7 +301,9 @@ def _row_json(report: Report, row: Row) -> dict[str, Any]:
             "max_num_seqs": fit.max_num_seqs if known else None,
             "max_num_batched_tokens": fit.batched_tokens if known else None,
             "longest_max_model_len": fit.longest_len,
+            "lora_gib": _gib(fit.lora_bytes) if known else None,
         },
+        "adapters": _adapters_json(d),
         "cost": {
             "usd_per_hour": _usd(row.per_hour),
             "usd_per_burst": _usd(row.per_burst),
@@ -309,6 +311,18 @@ def _row_json(report: Report, row: Row) -> dict[str, Any]:
             "min_containers": d.settings.min_containers,
             "usd_per_day_always_on": _usd(row.per_day_always_on),
         },
+    }
+
+
+def _adapters_json(d: Deployment) -> dict[str, Any] | None:
+    """The LoRA adapters this GPU loads and what vLLM reserves for them."""
+    if not d.adapters:
+        return None
+    return {
+        "names": [a.name for a in d.adapters],
+        "ranks": [a.rank for a in d.adapters],
+        "max_lora_rank": d.max_lora_rank,
+        "max_loras": d.max_loras,
     }
 
 
@@ -340,7 +354,9 @@ def print_report(report: Report) -> None:
         "tolerance against published vLLM start-up logs, and more above where an image-encoder "
         "estimate sets the start-up peak (docs/plan.md). seqs: full-length sequences the KV "
         f"cache holds at once, and their range over that span ({plan.fit_min_sequences}+ wanted: "
-        f"fit.min_sequences). $/h: Modal GPU list prices read {PRICES_READ_ON}, GPU "
+        f"fit.min_sequences). LoRA: adapter slots (max_loras) x max_lora_rank and the "
+        "GPU memory vLLM reserves for them, part of weights. $/h: Modal GPU list prices read "
+        f"{PRICES_READ_ON}, GPU "
         f"time only. $/burst: {report.burst_minutes:g} min of use from zero plus the "
         "scaledown_window idle. $/day on: min_containers kept up all day."
     )
@@ -374,6 +390,7 @@ COLUMNS = (
     ("dtype", "left"),
     ("max len", "right"),
     ("weights", "right"),
+    ("LoRA", "right"),
     ("KV budget", "right"),
     ("KV/seq", "right"),
     ("seqs", "right"),
@@ -395,6 +412,7 @@ def _cells(report: Report, row: Row) -> tuple[str, ...]:
         weight_label(d),
         str(d.settings.max_model_len),
         f"{fit.weight_bytes / GIB:.1f} GiB" if known else "?",
+        _lora(d, fit),
         _budget(fit) if known else "?",
         f"{fit.sequence_bytes / GIB:.2f} GiB" if known else "?",
         f"{fit.sequences:.1f} ({fit.sequences_low:.1f}-{fit.sequences_high:.1f})" if known else "?",
@@ -403,6 +421,14 @@ def _cells(report: Report, row: Row) -> tuple[str, ...]:
         _money(row.per_burst),
         _money(row.per_day_always_on),
     )
+
+
+def _lora(d: Deployment, fit: Fit) -> str:
+    """The adapters' buffers (part of weights): `2 x r64: 0.60 GiB`, or - without any."""
+    if not d.adapters:
+        return "-"
+    size = f"{fit.lora_bytes / GIB:.2f} GiB" if fit.known else "?"
+    return f"{d.max_loras} x r{d.max_lora_rank}: {size}"
 
 
 def _budget(fit: Fit) -> str:

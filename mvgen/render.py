@@ -126,15 +126,20 @@ def deploy_command(plan: Plan, app: App) -> str:
 
 
 def _models_literal(app: App) -> dict[str, Any]:
-    return {
-        d.model.key: {
+    models = {}
+    for d in app.deployments:
+        entry: dict[str, Any] = {
             "served_name": d.model.served_name,
             "aliases": list(d.model.aliases),
             "command": d.vllm_command(),
             "env": d.vllm_env,
         }
-        for d in app.deployments
-    }
+        if d.adapters:  # the names requests may use, and what the pool fetches at start
+            entry["adapters"] = [
+                {"name": a.name, "root": a.source, "download": a.download()} for a in d.adapters
+            ]
+        models[d.model.key] = entry
+    return models
 
 
 def _wrap_comment(text: str) -> list[str]:

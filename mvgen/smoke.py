@@ -3,7 +3,8 @@
 It waits through a cold start (polling with backoff, following Modal's 303, honouring
 503 + Retry-After), then runs timed checks: auth on /v1/models, every configured model
 listed, and per model chat, echo, streaming, response_format json_object/json_schema,
-structured_outputs regex/choice/grammar/json and, for vision models, an image input.
+structured_outputs regex/choice/grammar/json, for vision models an image input and, for
+each LoRA adapter, a chat naming it.
 Every answer is checked by what it must be (a JSON Schema, a full regex match, a member
 of a finite grammar's language), not just by its status code. A host that does not
 resolve fails at once: no cold start makes a DNS name appear.
@@ -73,6 +74,7 @@ class SmokeModel:
     key: str  # requests use the short name, which also proves alias routing
     served_name: str  # what /v1/models must list
     vision: bool
+    adapters: tuple[str, ...] = ()  # LoRA adapters the app loads for it
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,7 @@ def target_for(app: App, url: str, model: str | None = None) -> Target:
             d.model.key,
             d.model.served_name,
             bool(d.model.architecture and d.model.architecture.vision),
+            tuple(a.name for a in d.adapters),
         )
         for d in app.deployments
     )
@@ -344,9 +347,13 @@ def check_models(ctx: Context, model: SmokeModel | None) -> str:
     data = _ok_json(r)
     listed = {str(card.get("id", "")).casefold() for card in data.get("data") or []}
     missing = [m.served_name for m in ctx.target.models if m.served_name.casefold() not in listed]
+    missing += [a for m in ctx.target.models for a in m.adapters if a.casefold() not in listed]
     if missing:
         raise CheckFailed(f"not listed: {', '.join(missing)}")
-    return f"lists all {len(ctx.target.models)} models"
+    adapters = sum(len(m.adapters) for m in ctx.target.models)
+    return f"lists all {len(ctx.target.models)} models" + (
+        f" and {adapters} adapters" if adapters else ""
+    )
 
 
 def check_chat(ctx: Context, model: SmokeModel) -> str:
@@ -525,6 +532,26 @@ def check_vision(ctx: Context, model: SmokeModel) -> str:
     return _short(text)
 
 
+def check_adapters(ctx: Context, model: SmokeModel) -> str:
+    """A chat naming each adapter: vLLM answers with the adapter's name as "model" only
+    when it applied it (and 404 when it has no adapter of that name)."""
+    for adapter in model.adapters:
+        body = {
+            "model": adapter,
+            "temperature": 0,
+            "max_tokens": 16,
+            "messages": _user(CHAT_PROMPT),
+        }
+        what = f"{adapter} (LoRA adapter of {model.key}) chat"
+        r = ctx.endpoint.request(
+            "POST", "/v1/chat/completions", what=what, key=ctx.api_key, body=body
+        )
+        answered = _ok_json(r).get("model")
+        if answered != adapter:
+            raise CheckFailed(f"asked for adapter {adapter!r}, answered by {answered!r}")
+    return f"{len(model.adapters)} adapter(s) answer under their own names"
+
+
 AppCheck = Callable[[Context, "SmokeModel | None"], str]
 ModelCheck = Callable[[Context, SmokeModel], str]
 
@@ -546,12 +573,14 @@ MODEL_CHECKS: tuple[tuple[str, ModelCheck], ...] = (
     ("so-grammar", check_grammar),
     ("so-json", check_so_json),
     ("vision", check_vision),
+    ("adapters", check_adapters),
 )
 CHECK_NAMES = tuple(name for name, _ in APP_CHECKS + MODEL_CHECKS)
 
 
 def checks_for(model: SmokeModel) -> list[tuple[str, ModelCheck]]:
-    return [(n, c) for n, c in MODEL_CHECKS if n != "vision" or model.vision]
+    wanted = {"vision": model.vision, "adapters": bool(model.adapters)}
+    return [(n, c) for n, c in MODEL_CHECKS if wanted.get(n, True)]
 
 
 # --- running ---------------------------------------------------------------------------

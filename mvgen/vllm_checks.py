@@ -40,6 +40,11 @@ FIELD_FOR_DEST = {
     "limit_mm_per_prompt": "limit_mm_per_prompt",
     "quantization": "quantization",
     "enable_sleep_mode": "gpu_snapshot",
+    # LoRA: mvgen renders them from adapters: (and the fit check counts their memory)
+    "enable_lora": "adapters",
+    "lora_modules": "adapters",
+    "max_lora_rank": "adapters (the largest adapter rank, rounded up)",
+    "max_loras": "max_loras",
 }
 # Options that would cut the gateway off from vLLM, which it reaches over plain HTTP on
 # 127.0.0.1:8000.

@@ -4,10 +4,13 @@ It answers the three requests `mvgen lock` makes through huggingface_hub, the wa
 answers them (status codes and the X-Error-Code header huggingface_hub reads):
 
 - GET /api/models/<id>[/revision/<rev>]: the model's commit sha and safetensors parameter
-  counts by dtype;
-- GET /<id>/resolve/<rev>/<file>: config.json and preprocessor_config.json, served from the
-  recorded copies in tests/data/hf/;
-- GET /api/models?search=<text>: ids containing the text, for "did you mean".
+  counts by dtype (none for a LoRA adapter's repo, which holds no safetensors.json here);
+- GET /<id>/resolve/<rev>/<file>: config.json, preprocessor_config.json and a LoRA adapter's
+  adapter_config.json, served from the recorded copies in tests/data/hf/;
+- GET /api/models?search=<text>: ids containing the text, for "did you mean";
+- GET /api/models/<id>/tree/<rev>: the repo's files, and HEAD on /resolve/ with the commit
+  and ETag headers, which huggingface_hub's snapshot_download needs to fetch an adapter
+  as a GPU container does before vLLM starts. Every revision serves the recorded files.
 
 Repos listed in `gated` answer their files only to `Authorization: Bearer <token>`. Every
 request is recorded, headers included, so tests can check what was sent.
@@ -52,8 +55,9 @@ class HubStandin:
             routes=[
                 Route("/api/models", self.search),
                 Route("/api/models/{org}/{name}", self.info),
-                Route("/api/models/{org}/{name}/revision/{rev}", self.info),
-                Route("/{org}/{name}/resolve/{rev}/{file}", self.resolve),
+                Route("/api/models/{org}/{name}/revision/{rev:path}", self.info),
+                Route("/api/models/{org}/{name}/tree/{rev:path}", self.tree),
+                Route("/{org}/{name}/resolve/{rev:path}/{file}", self.resolve),
             ]
         )
 
@@ -66,9 +70,13 @@ class HubStandin:
         repo = self._repo(request)
         if repo is None:
             return _error(404, "RepoNotFound", "Repository not found")
-        counts = json.loads((repo / "safetensors.json").read_text())
         hf_id = request.path_params["org"] + "/" + request.path_params["name"]
-        return JSONResponse({"id": hf_id, "sha": sha_of(hf_id), "safetensors": counts})
+        info: dict[str, Any] = {"id": hf_id, "sha": sha_of(hf_id)}
+        info["siblings"] = [{"rfilename": f.name} for f in _files(repo)]
+        sizes = repo / "safetensors.json"
+        if sizes.exists():  # adapters' repos have none recorded, and the Hub omits the field
+            info["safetensors"] = json.loads(sizes.read_text())
+        return JSONResponse(info)
 
     async def resolve(self, request: Request) -> Response:
         self._record(request)
@@ -83,7 +91,20 @@ class HubStandin:
         path = repo / request.path_params["file"]
         if not path.is_file():
             return _error(404, "EntryNotFound", "Entry not found")
-        return Response(path.read_bytes(), media_type="application/json")
+        body = path.read_bytes()
+        headers = {"X-Repo-Commit": sha_of(hf_id), "ETag": f'"{_oid(body)}"'}
+        return Response(body, media_type="application/json", headers=headers)
+
+    async def tree(self, request: Request) -> Response:
+        self._record(request)
+        repo = self._repo(request)
+        if repo is None:
+            return _error(404, "RepoNotFound", "Repository not found")
+        entries = [
+            {"type": "file", "path": f.name, "size": f.stat().st_size, "oid": _oid(f.read_bytes())}
+            for f in _files(repo)
+        ]
+        return JSONResponse(entries)
 
     async def search(self, request: Request) -> Response:
         self._record(request)
@@ -95,6 +116,17 @@ class HubStandin:
     def _repo(self, request: Request) -> Path | None:
         hf_id = request.path_params["org"] + "/" + request.path_params["name"]
         return {k.lower(): v for k, v in self.repos().items()}.get(hf_id.lower())
+
+
+def _files(repo: Path) -> list[Path]:
+    """The repo's files as the Hub would list them (safetensors.json is our recording of
+    the API's sizes, not a file of the repo)."""
+    return sorted(f for f in repo.iterdir() if f.is_file() and f.name != "safetensors.json")
+
+
+def _oid(body: bytes) -> str:
+    """git's blob id of a file, which the Hub reports as its oid and ETag."""
+    return hashlib.sha1(b"blob %d\0" % len(body) + body).hexdigest()
 
 
 def sha_of(hf_id: str) -> str:

@@ -94,6 +94,7 @@ def main() -> None:
     parser.add_argument("subcommand")
     parser.add_argument("model")
     parser.add_argument("--served-model-name", nargs="+", default=None)
+    parser.add_argument("--lora-modules", nargs="+", default=[])
     parser.add_argument("--port", type=int, default=8000)
     args, _ = parser.parse_known_args()
     _record(args.model)
@@ -105,11 +106,29 @@ def main() -> None:
         sys.exit(1)
     port = int(os.environ.get("STANDIN_VLLM_PORT") or args.port)
     config = StandinConfig(
-        served_names=args.served_model_name or [args.model],
+        # vLLM answers to each LoRA adapter's name as to the model's
+        served_names=(args.served_model_name or [args.model]) + lora_names(args.lora_modules),
         ready_after=float(os.environ.get("STANDIN_VLLM_READY_AFTER", "0")),
     )
     print(f"stand-in vLLM (not vLLM) for {args.model} on 127.0.0.1:{port}", flush=True)
     asyncio.run(StandinServer(config, port=port).serve())
+
+
+def lora_names(items: list[str]) -> list[str]:
+    """Adapter names from --lora-modules items, read as vLLM 0.12's LoRAParserAction reads
+    them (vllm/entrypoints/openai/cli_args.py): `name=path`, or a JSON object whose keys are
+    LoRAModulePath's (name, path, base_model_name); anything else ends the stand-in."""
+    names = []
+    for item in items:
+        if "=" in item and "," not in item:
+            names.append(item.split("=", 1)[0])
+            continue
+        fields = json.loads(item)
+        unknown = set(fields) - {"name", "path", "base_model_name"}
+        if unknown or not {"name", "path"} <= set(fields):
+            sys.exit(f"Invalid fields for --lora-modules: {item}")
+        names.append(fields["name"])
+    return names
 
 
 def _record(model: str) -> None:

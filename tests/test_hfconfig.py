@@ -16,7 +16,8 @@ import pytest
 from mvgen.hfconfig import ConfigProblem, quant_method, read_checkpoint, text_config, weight_bytes
 
 HF = Path(__file__).resolve().parent / "data" / "hf"
-ARCHITECTURES = {p.name.replace("--", "/", 1) for p in HF.iterdir() if p.is_dir()}
+# checkpoints (a LoRA adapter's folder holds only its adapter_config.json)
+ARCHITECTURES = {p.name.replace("--", "/", 1) for p in HF.iterdir() if (p / "config.json").exists()}
 
 
 def recorded(hf_id: str) -> tuple[dict[str, Any], dict[str, int], dict[str, Any] | None]:

@@ -38,10 +38,9 @@ from gateway_fixtures import serve_asgi, temporary_env
 from standin_vllm import StandinConfig, StandinServer, free_port
 
 from mvgen.config import load_plan
-from mvgen.local_gateway import build_local_app, check_upstreams
+from mvgen.local_gateway import build_local_app, check_upstreams, served_models
 from mvgen.runtime.backends import HttpBackend
 from mvgen.runtime.gateway import GatewaySettings, create_app
-from mvgen.runtime.models import ModelTable, ServedModel
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -50,6 +49,7 @@ MASTER_KEY = "sk-e2e-master-0123456789"
 CHAT = [{"role": "user", "content": "Say hello"}]
 PROXY_START_LIMIT = 120.0  # seconds; it takes about 10 here
 ORDERS = {"gemma-3-27b": ["h100", "h200"], "qwen3-vl-30b": ["h100", "a100"]}
+ADAPTER = "gemma-notes"  # a LoRA adapter of gemma-3-12b
 SLOW_START = 1.5  # seconds before b200's stand-in answers
 KEEPALIVE = 0.2  # its gateway's SSE keep-alive interval while it waits
 # 1x1 PNG
@@ -110,10 +110,12 @@ class Stack:
 
 
 def test_config(tmp: Path) -> Path:
-    """The seed's deployments.yaml with a litellm_order for two models."""
+    """The seed's deployments.yaml with a litellm_order for two models, and a LoRA
+    adapter on gemma-3-12b (on the Volume: nothing to read from the Hub)."""
     data = yaml.safe_load(SEED_CONFIG.read_text())
     for model, order in ORDERS.items():
         data["models"][model]["litellm_order"] = order
+    data["models"]["gemma-3-12b"]["adapters"] = {ADAPTER: {"path": "adapters/notes", "rank": 8}}
     path = tmp / "deployments.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
@@ -125,8 +127,7 @@ test_config.__test__ = False  # type: ignore[attr-defined]  # a helper, not a te
 def gateway_app(config: Path, upstreams: dict[str, str], keepalive: float | None) -> Any:
     """The `mvgen gateway` app; with `keepalive`, one that sends SSE comments sooner, so a
     slow start shows within the test."""
-    plan = load_plan(config)
-    models = ModelTable(ServedModel(m.key, m.served_name, m.aliases) for m in plan.models)
+    models = served_models(load_plan(config))
     if keepalive is None:
         return build_local_app(models, upstreams)
     settings = GatewaySettings(stream_commit_after=keepalive, keepalive_interval=keepalive)
@@ -193,7 +194,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("litellm-e2e")
     config = test_config(tmp)
     served = {m.key: m.served_name for m in load_plan(config).models}
-    names = list(served.values())
+    names = [*served.values(), ADAPTER]  # vLLM answers to its adapters' names too
     with contextlib.ExitStack() as stack_:
         standins, gateways, bases = {}, {}, {}
         with temporary_env("API_KEY", VLLM_KEY):  # the gateway reads it at creation
@@ -279,6 +280,17 @@ def test_chat_reaches_the_route_gpu_with_the_served_name(stack: Stack) -> None:
     assert body["model"] == stack.served["gemma-3-27b"]
     assert body["messages"] == CHAT
     assert (body["max_tokens"], body["temperature"], body["top_p"]) == (3, 0.5, 0.9)
+
+
+def test_an_adapter_reaches_its_base_models_gpu_under_its_own_name(stack: Stack) -> None:
+    """The group `gemma-notes` goes where gemma-3-12b's goes first (l40s, cheapest); the
+    route `gemma-notes-h200` to h200; vLLM gets the adapter's name either way."""
+    for model, gpu in ((ADAPTER, "l40s"), (f"{ADAPTER}-h200", "h200")):
+        answer = stack.client().chat.completions.create(model=model, messages=CHAT, max_tokens=2)
+        assert answer.choices[0].message.content == "tok0 tok1 "
+        assert stack.last(gpu)["model"] == ADAPTER
+    listed = [m.id for m in stack.client().models.list()]
+    assert ADAPTER in listed and f"{ADAPTER}-b200" in listed
 
 
 def test_completions_with_echo(stack: Stack) -> None:

@@ -293,3 +293,78 @@ def test_a_per_gpu_revision_pins_a_per_gpu_checkpoint_only(config: Path) -> None
     assert result.exit_code == 2
     assert "models.gemma-3-27b.per_gpu.l40s.revision" in result.output
     assert "models.gemma-3-27b.revision" in result.output and "checkpoint:" in result.output
+
+
+# --- LoRA adapters: only their adapter_config.json is read ----------------------------------
+
+ADAPTER = "Adarsh5557/qwen7b-finetuned-Smart-MCQ-Solver"  # recorded: tests/data/hf/README.md
+WITH_ADAPTER = """\
+workspace: acme
+gpus:
+  h100: {type: H100}
+models:
+  qwen-7b:
+    hf_id: Qwen/Qwen2.5-7B-Instruct
+    max_model_len: 8192
+    adapters:
+      mcq: {hf_id: Adarsh5557/qwen7b-finetuned-Smart-MCQ-Solver}
+      volume: {path: adapters/volume, rank: 8}
+"""
+
+
+def test_lock_reads_each_adapters_config_from_the_hub(hub, config: Path) -> None:
+    standin, url = hub
+    config.write_text(WITH_ADAPTER)
+    result = lock_cmd(config, url)
+    assert result.exit_code == 0, result.output
+    assert "1 checkpoints, 1 adapter" in result.output
+    lock = read_lock(lock_path(config))
+    [entry] = lock.adapters.values()
+    recorded = ROOT / "tests/data/hf" / ADAPTER.replace("/", "--") / "adapter_config.json"
+    assert entry.config == json.loads(recorded.read_text())
+    assert (entry.hf_id, entry.sha, entry.source) == (ADAPTER, sha_of(ADAPTER), url)
+    # an adapter has no config.json to ask for; the Volume adapter is not on the Hub at all
+    adapter_reads = [r.path for r in standin.requests if ADAPTER in r.path]
+    assert any(p.endswith("/adapter_config.json") for p in adapter_reads)
+    assert not any(p.endswith("/config.json") for p in adapter_reads)
+    assert not [r for r in standin.requests if "volume" in r.path]
+    plan = load_plan(config)  # offline
+    assert plan.adapters[0].rank == 16
+    assert plan.adapters[0].facts.base_model == "Qwen/Qwen2.5-7B-Instruct"
+    # nothing missing now: --check passes, --missing asks nothing
+    assert lock_cmd(config, url, "--check").exit_code == 0
+    standin.requests.clear()
+    assert lock_cmd(config, closed_port(), "--missing").exit_code == 0
+    assert standin.requests == []
+
+
+def test_a_lock_without_adapters_has_no_adapters_section(hub, config: Path) -> None:
+    _, url = hub
+    assert lock_cmd(config, url).exit_code == 0
+    assert "adapters" not in json.loads(lock_path(config).read_text())
+
+
+def test_a_new_adapter_is_read_by_missing_and_named_by_check(hub, config: Path) -> None:
+    standin, url = hub
+    config.write_text(WITH_ADAPTER.replace("      mcq: {hf_id: " + ADAPTER + "}\n", ""))
+    assert lock_cmd(config, url).exit_code == 0
+    config.write_text(WITH_ADAPTER)
+    check = lock_cmd(config, url, "--check")
+    assert check.exit_code == 1
+    assert f"no entry for {ADAPTER} (models.qwen-7b.adapters.mcq.hf_id)" in check.stderr
+    standin.requests.clear()
+    assert lock_cmd(config, url, "--missing").exit_code == 0
+    assert standin.requests and all(ADAPTER in r.path for r in standin.requests)
+    assert read_lock(lock_path(config)).adapter(ADAPTER, None) is not None
+
+
+def test_a_model_repo_named_as_an_adapter_is_refused(hub, config: Path) -> None:
+    _, url = hub
+    config.write_text(WITH_ADAPTER.replace(ADAPTER, "mistralai/Mistral-7B-Instruct-v0.3"))
+    result = lock_cmd(config, url)
+    assert result.exit_code == 2
+    assert "models.qwen-7b.adapters.mcq.hf_id: mistralai/Mistral-7B-Instruct-v0.3 has no " in (
+        result.stderr
+    )
+    assert "adapter_config.json" in result.stderr
+    assert not lock_path(config).exists()

@@ -29,7 +29,7 @@ from starlette.routing import Route
 
 from .backends import Backend, UpstreamResponse, check_status, relay_headers
 from .errors import ApiError, UpstreamProtocolError, error_body, relay_error_content
-from .models import ModelTable, ServedModel
+from .models import ModelTable, ServedModel, Target
 from .start_failures import StartGate
 from .streaming import DIRECT_SEND, StreamPolicy, StreamRelay, until_disconnected
 
@@ -161,6 +161,20 @@ class _Gateway:
             }
             for model in sorted(self._models.models, key=lambda m: m.served_name)
         ]
+        # LoRA adapters after the models, with their base as vLLM lists them: `root` is
+        # where the adapter comes from, `parent` the base model's served name.
+        adapters = [(a, m) for m in self._models.models for a in m.adapters]
+        data += [
+            {
+                "id": adapter.name,
+                "object": "model",
+                "created": self._created,
+                "owned_by": "mvgen",
+                "root": adapter.root,
+                "parent": model.served_name,
+            }
+            for adapter, model in sorted(adapters, key=lambda pair: pair[0].name)
+        ]
         return JSONResponse({"object": "list", "data": data})
 
     async def chat_completions(self, request: Request) -> Response:
@@ -174,11 +188,14 @@ class _Gateway:
         held = BodyReservation(self._budget)
         try:
             body = await read_json_object(request, self._settings, held)
-            model = self._resolve(body)
+            target = self._resolve(body)
+            model = target.model  # an adapter's requests go to its base model's pool
             stream = stream_flag(body)
             request.state.model = model.key
+            if target.adapter is not None:
+                request.state.adapter = target.adapter.name
             request.state.stream = stream
-            body["model"] = model.served_name
+            body["model"] = target.upstream_name  # an adapter's name makes vLLM apply it
             if self._gate is not None:
                 await self._gate.check(model)  # a pool that keeps failing to start is not woken
             if stream:
@@ -186,7 +203,7 @@ class _Gateway:
                 relay = StreamRelay(
                     lambda: self._guarded(model, self._backend.stream(model, path, body)),
                     self._settings.stream_policy(),
-                    model.served_name,
+                    target.upstream_name,
                     on_opened=held.release,
                 )
                 held = None
@@ -246,7 +263,7 @@ class _Gateway:
         if not key_matches(token, self._keys):
             raise _unauthorized("invalid_api_key", "Invalid API key.")
 
-    def _resolve(self, body: dict[str, Any]) -> ServedModel:
+    def _resolve(self, body: dict[str, Any]) -> Target:
         name = body.get("model")
         available = ", ".join(self._models.names())
         if name is None:
@@ -257,14 +274,14 @@ class _Gateway:
             )
         if not isinstance(name, str) or not name:
             raise ApiError(400, "invalid_model", "'model' must be a non-empty string.")
-        model = self._models.resolve(name)
-        if model is None:
+        target = self._models.target(name)
+        if target is None:
             raise ApiError(
                 404,
                 "model_not_found",
                 f"The model {name[:100]!r} does not exist. Available models: {available}.",
             )
-        return model
+        return target
 
 
 # --- request parsing ---------------------------------------------------------------
@@ -535,7 +552,7 @@ class RequestLogMiddleware:
 def _log_request(scope: dict, counts: dict[str, int], started: float) -> None:
     state = scope.get("state") or {}
     route = scope["path"] if scope["path"] in ROUTE_PATHS else "(unknown)"
-    extra = ""
+    extra = f" adapter={state['adapter']}" if state.get("adapter") else ""
     if state.get("stream_error"):
         extra += f" stream_error={state['stream_error']}"
     if state.get("client_disconnected"):

@@ -25,6 +25,7 @@ from typing import IO, Any
 import httpx
 
 from . import start_causes
+from .adapters import AdapterDownloadError, download_adapters
 from .backends import HttpUpstream, new_http_client
 from .errors import ApiError
 from .modal_backend import (
@@ -135,8 +136,12 @@ class VllmProcess:
         hf_token_env: str = HF_TOKEN_ENV,
         hidden_env: Iterable[str] = (),
         log_sink: IO[bytes] | None = None,
+        adapters: Sequence[Mapping[str, Any]] = (),
     ) -> None:
+        """`adapters`: the pool's LoRA adapters as the MODELS literal lists them; those
+        from the Hub are fetched before vLLM starts (adapters.py)."""
         self.command = list(command)
+        self.adapters = list(adapters)
         self.port = port
         self._env = dict(env or {})
         self._hf_token_env = hf_token_env
@@ -159,6 +164,10 @@ class VllmProcess:
         output goes through a pipe to the container's stdout, i.e. to Modal's logs."""
         if self._proc is not None:
             raise RuntimeError("vLLM process already started")
+        try:
+            download_adapters(self.adapters, os.environ.get(self._hf_token_env))
+        except AdapterDownloadError as exc:
+            raise VllmStartupError(str(exc)) from exc
         log.info("starting vLLM: %s", " ".join(self.command))
         env = vllm_environment(
             os.environ, self._env, hf_token_env=self._hf_token_env, hidden_env=self._hidden_env

@@ -20,7 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from mvgen.loader import load_yaml
-from mvgen.lock import Lock, LockEntry, lock_path, wanted_checkpoints, write_lock
+from mvgen.lock import (
+    AdapterEntry,
+    Lock,
+    LockEntry,
+    lock_path,
+    wanted_adapters,
+    wanted_checkpoints,
+    write_lock,
+)
 
 HERE = Path(__file__).resolve().parent
 PROVENANCE = (
@@ -43,6 +51,17 @@ def recorded(hf_id: str, revision: str | None) -> LockEntry:
         config=_json(folder / "config.json"),
         parameters=_json(folder / "safetensors.json")["parameters"],
         preprocessor={"size": _json(processor)["size"]} if processor.exists() else None,
+    )
+
+
+def recorded_adapter(hf_id: str, revision: str | None) -> AdapterEntry:
+    folder = HERE / hf_id.replace("/", "--")
+    return AdapterEntry(
+        hf_id=hf_id,
+        revision=revision,
+        sha=None,
+        source=f"recorded: tests/data/hf/{folder.name}",
+        config=_json(folder / "adapter_config.json"),
     )
 
 
@@ -136,7 +155,12 @@ def build(config_path: Path) -> Lock:
             entries[ref.key] = recorded(ref.hf_id, ref.revision)
         else:
             raise SystemExit(f"no recording of {ref.hf_id} in {HERE}: run `make lock` online")
-    return Lock(entries, PROVENANCE)
+    adapters = {}
+    for ref in wanted_adapters(data):
+        if not (HERE / ref.hf_id.replace("/", "--") / "adapter_config.json").exists():
+            raise SystemExit(f"no recording of {ref.hf_id} in {HERE}: run `make lock` online")
+        adapters[ref.key] = recorded_adapter(ref.hf_id, ref.revision)
+    return Lock(entries, PROVENANCE, adapters)
 
 
 if __name__ == "__main__":
