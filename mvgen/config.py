@@ -131,6 +131,7 @@ def _models(raw: dict[str, Any], lock: Lock) -> dict[str, Model]:
             architecture=facts[1],
             litellm_order=tuple(spec.get("litellm_order", ())),
             unknown_reason=facts[2],
+            kind=spec.get("kind", "chat"),
         )
     return models
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from mvgen import literals
 from mvgen.image_lock import LOCK_DIR, UV_VERSION, lock_inputs
-from mvgen.plan import HF_CACHE, VLLM_CACHE, VLLM_PORT, App, Plan
+from mvgen.plan import HF_CACHE, VLLM_CACHE, VLLM_PORT, App, Deployment, Plan
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 MANIFEST = "generated/.mvgen-manifest.json"
@@ -111,15 +111,14 @@ def deploy_command(plan: Plan, app: App) -> str:
 
 
 def _models_literal(app: App) -> dict[str, Any]:
-    return {
-        d.model.key: {
-            "served_name": d.model.served_name,
-            "aliases": list(d.model.aliases),
-            "command": d.vllm_command(),
-            "env": d.vllm_env,
-        }
-        for d in app.deployments
-    }
+    return {d.model.key: _model_literal(d) for d in app.deployments}
+
+
+def _model_literal(d: Deployment) -> dict[str, Any]:
+    entry: dict[str, Any] = {"served_name": d.model.served_name, "aliases": list(d.model.aliases)}
+    if d.model.pooling:  # chat is the default: a chat model's entry does not say it
+        entry["kind"] = d.model.kind
+    return {**entry, "command": d.vllm_command(), "env": d.vllm_env}
 
 
 def _wrap_comment(text: str) -> list[str]:

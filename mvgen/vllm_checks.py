@@ -40,6 +40,8 @@ FIELD_FOR_DEST = {
     "limit_mm_per_prompt": "limit_mm_per_prompt",
     "quantization": "quantization",
     "enable_sleep_mode": "gpu_snapshot",
+    "runner": "kind",
+    "task": "kind",  # deprecated in 0.12 for --runner/--convert, which kind renders
 }
 # Options that would cut the gateway off from vLLM, which it reaches over plain HTTP on
 # 127.0.0.1:8000.

@@ -6,15 +6,37 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+CHAT_PATH = "/v1/chat/completions"
+COMPLETIONS_PATH = "/v1/completions"
+EMBEDDINGS_PATH = "/v1/embeddings"
+RERANK_PATH = "/v1/rerank"
+SCORE_PATH = "/v1/score"
+
+# The gateway routes each kind of model serves (deployments.yaml `kind:`). vLLM 0.12 answers
+# /rerank and /score for an embedding model too, by cosine similarity of the embeddings
+# (vllm/entrypoints/pooling/score/serving.py `_embedding_score`); a cross-encoder has no
+# embeddings (its pooler serves classify and score only).
+KIND_ROUTES: dict[str, tuple[str, ...]] = {
+    "chat": (CHAT_PATH, COMPLETIONS_PATH),
+    "embed": (EMBEDDINGS_PATH, RERANK_PATH, SCORE_PATH),
+    "rerank": (RERANK_PATH, SCORE_PATH),
+}
+KIND_NAMES = {"chat": "a chat model", "embed": "an embedding model", "rerank": "a reranker"}
+
 
 @dataclass(frozen=True)
 class ServedModel:
     key: str  # short name from deployments.yaml, e.g. "gemma-3-12b"
     served_name: str  # the name vLLM serves (first --served-model-name)
     aliases: tuple[str, ...] = ()  # other names accepted in requests
+    kind: str = "chat"  # a key of KIND_ROUTES
 
     def names(self) -> tuple[str, ...]:
         return (self.served_name, self.key, *self.aliases)
+
+    @property
+    def routes(self) -> tuple[str, ...]:
+        return KIND_ROUTES[self.kind]
 
 
 class ModelTable:
@@ -51,7 +73,8 @@ def models_from_literal(data: Mapping[str, Mapping[str, Any]]) -> ModelTable:
     """Build the table from the dict literal a generated app embeds.
 
     `{"gemma-3-12b": {"served_name": "google/gemma-3-12b-it", "aliases": [...], ...}}`;
-    keys other than served_name and aliases are ignored here.
+    `kind` is there for pooling models only (chat when absent); keys other than
+    served_name, aliases and kind are ignored here.
     """
     models = []
     for key, entry in data.items():
@@ -59,5 +82,8 @@ def models_from_literal(data: Mapping[str, Mapping[str, Any]]) -> ModelTable:
         if not isinstance(served_name, str) or not served_name:
             raise ValueError(f"model {key!r} has no served_name")
         aliases = tuple(str(alias) for alias in entry.get("aliases") or ())
-        models.append(ServedModel(key=key, served_name=served_name, aliases=aliases))
+        kind = entry.get("kind", "chat")
+        if kind not in KIND_ROUTES:
+            raise ValueError(f"model {key!r} has unknown kind {kind!r}")
+        models.append(ServedModel(key=key, served_name=served_name, aliases=aliases, kind=kind))
     return ModelTable(models)

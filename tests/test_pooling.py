@@ -1,0 +1,212 @@
+"""Pooling models in deployments.yaml: `kind` becomes vLLM 0.12's own flags, the generated
+model table carries it to the gateway, and validation refuses a kind the checkpoint's
+config.json contradicts. Checkpoint facts come from recorded config.json files of real
+models (tests/data/hf): BAAI/bge-m3 (an XLMRobertaModel embedder), BAAI/bge-reranker-v2-m3
+(an XLMRobertaForSequenceClassification cross-encoder) and Qwen/Qwen3-30B-A3B (a
+*ForCausalLM)."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hub_standin import recorded_entry_parts
+
+from mvgen.config import load_plan
+from mvgen.errors import ConfigError
+from mvgen.lock import Lock, LockEntry, entry_key, lock_path, write_lock
+from mvgen.plan import Plan
+from mvgen.pooling import runner_args
+from mvgen.render import render_files
+from mvgen.runtime.models import models_from_literal
+from mvgen.vllm_flags import accepted_flags, check_serve_argv
+
+EMBEDDER = "BAAI/bge-m3"
+RERANKER = "BAAI/bge-reranker-v2-m3"
+DECODER = "Qwen/Qwen3-30B-A3B"
+QWEN3_RERANKER_ARGS = (
+    '[--hf-overrides, \'{"architectures": ["Qwen3ForSequenceClassification"], '
+    '"classifier_from_token": ["no", "yes"], "is_original_qwen3_reranker": true}\']'
+)
+
+
+def entry(hf_id: str, **config: Any) -> LockEntry:
+    parts = recorded_entry_parts(hf_id)
+    return LockEntry(
+        hf_id, None, None, "recorded", {**parts["config"], **config}, parts["parameters"]
+    )
+
+
+def write(tmp_path: Path, models: str, *entries: LockEntry, mode: str = "gpu") -> Path:
+    path = tmp_path / "deployments.yaml"
+    text = f"mode: {mode}\nworkspace: acme\ngpus:\n  h100: {{type: H100}}\nmodels:\n"
+    path.write_text(text + textwrap.indent(textwrap.dedent(models), "  "))
+    write_lock(lock_path(path), Lock({entry_key(e.hf_id, None): e for e in entries}))
+    return path
+
+
+def plan_of(tmp_path: Path, models: str, *entries: LockEntry, mode: str = "gpu") -> Plan:
+    return load_plan(write(tmp_path, models, *entries, mode=mode))
+
+
+def problems_of(tmp_path: Path, models: str, *entries: LockEntry) -> list[Any]:
+    with pytest.raises(ConfigError) as refused:
+        load_plan(write(tmp_path, models, *entries))
+    return refused.value.problems
+
+
+BOTH = f"""\
+bge-m3:
+  hf_id: {EMBEDDER}
+  kind: embed
+  max_model_len: 8192
+bge-reranker:
+  hf_id: {RERANKER}
+  kind: rerank
+  max_model_len: 8192
+"""
+
+
+# --- the flags ---------------------------------------------------------------------------
+
+
+def test_kinds_render_vllm_012s_runner_flags(tmp_path: Path) -> None:
+    plan = plan_of(tmp_path, BOTH, entry(EMBEDDER), entry(RERANKER))
+    commands = {d.model.key: d.vllm_command() for d in plan.deployments}
+    for command in commands.values():
+        runner = command.index("--runner")
+        assert command[runner + 1] == "pooling"
+        assert "--convert" not in command and "--task" not in command
+        assert not check_serve_argv(command, accepted_flags("0.12.0"))
+
+
+def test_an_embedder_built_on_a_causal_lm_is_converted_explicitly() -> None:
+    from mvgen.catalog import Architecture
+
+    qwen = Architecture(1.0, 28, 8, 128, 32768, hf_architectures=("Qwen3ForCausalLM",))
+    bert = Architecture(0.5, 24, 16, 64, 8192, hf_architectures=("XLMRobertaModel",))
+    assert runner_args("chat", qwen, ()) == []
+    assert runner_args("embed", qwen, ()) == ["--runner", "pooling", "--convert", "embed"]
+    assert runner_args("embed", bert, ()) == ["--runner", "pooling"]
+    assert runner_args("embed", None, ()) == ["--runner", "pooling"]  # not locked: vLLM's auto
+    # the user's own --convert wins, and is not doubled
+    assert runner_args("embed", qwen, ("--convert=embed",)) == ["--runner", "pooling"]
+    assert runner_args("rerank", qwen, ()) == ["--runner", "pooling"]
+
+
+def test_chat_models_keep_their_command_and_table_entry(tmp_path: Path) -> None:
+    models = BOTH + f"chatty:\n  hf_id: {DECODER}\n  max_model_len: 8192\n"
+    plan = plan_of(tmp_path, models, entry(EMBEDDER), entry(RERANKER), entry(DECODER))
+    chat = next(d for d in plan.deployments if d.model.key == "chatty")
+    assert "--runner" not in chat.vllm_command()
+    app_file = render_files(plan)["generated/vllm_h100.py"]
+    namespace: dict[str, Any] = {}
+    start = app_file.index("MODELS = ")
+    exec(app_file[start : app_file.index("\n}\n", start) + 3], namespace)  # the literal only
+    table = namespace["MODELS"]
+    assert "kind" not in table["chatty"]  # chat is the default and is not written
+    assert (table["bge-m3"]["kind"], table["bge-reranker"]["kind"]) == ("embed", "rerank")
+    served = models_from_literal(table)
+    assert {m.key: m.kind for m in served.models} == {
+        "bge-m3": "embed",
+        "bge-reranker": "rerank",
+        "chatty": "chat",
+    }
+
+
+def test_legacy_apps_carry_the_kind_too(tmp_path: Path) -> None:
+    plan = plan_of(tmp_path, BOTH, entry(EMBEDDER), entry(RERANKER), mode="legacy")
+    files = render_files(plan)
+    assert '"kind": "embed"' in files["generated/vllm_bge_m3_h100.py"]
+    assert '"kind": "rerank"' in files["generated/vllm_bge_reranker_h100.py"]
+
+
+def test_an_unknown_kind_in_a_model_table_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown kind 'classify'"):
+        models_from_literal({"x": {"served_name": "x/y", "kind": "classify"}})
+
+
+# --- validation against config.json ----------------------------------------------------------
+
+
+def test_matching_kinds_validate(tmp_path: Path) -> None:
+    plan = plan_of(tmp_path, BOTH, entry(EMBEDDER), entry(RERANKER))
+    assert [m.kind for m in plan.models] == ["embed", "rerank"]
+
+
+def test_a_classifier_declared_embed_is_refused(tmp_path: Path) -> None:
+    models = f"reranker:\n  hf_id: {RERANKER}\n  kind: embed\n  max_model_len: 8192\n"
+    (problem,) = problems_of(tmp_path, models, entry(RERANKER))
+    assert problem.path == "models.reranker.kind" and problem.line == 8
+    assert "XLMRobertaForSequenceClassification, a classifier" in problem.message
+    assert "/v1/embeddings" in problem.message
+    assert problem.hint.startswith("set kind: rerank")
+
+
+def test_an_embedder_declared_chat_is_refused(tmp_path: Path) -> None:
+    models = f"embedder:\n  hf_id: {EMBEDDER}\n  max_model_len: 8192\n"
+    (problem,) = problems_of(tmp_path, models, entry(EMBEDDER))
+    assert problem.path == "models.embedder.kind"
+    assert problem.line == 7  # no kind: line, so the model's
+    assert "XLMRobertaModel, a pooling model that generates no text" in problem.message
+    assert problem.hint == "set kind: embed"
+
+
+def test_a_reranker_declared_chat_is_told_to_say_rerank(tmp_path: Path) -> None:
+    models = f"r:\n  hf_id: {RERANKER}\n  max_model_len: 8192\n"
+    (problem,) = problems_of(tmp_path, models, entry(RERANKER))
+    assert problem.hint == "set kind: rerank"
+
+
+@pytest.mark.parametrize("hf_id", [EMBEDDER, DECODER])
+def test_rerank_on_a_model_that_is_no_cross_encoder_is_refused(tmp_path: Path, hf_id) -> None:
+    models = f"r:\n  hf_id: {hf_id}\n  kind: rerank\n  max_model_len: 8192\n"
+    (problem,) = problems_of(tmp_path, models, entry(hf_id))
+    assert problem.path == "models.r.kind"
+    assert "not a cross-encoder" in problem.message and "cosine similarity" in problem.message
+    assert "--hf-overrides" in problem.hint and "Qwen3ForSequenceClassification" in problem.hint
+
+
+def test_qwen3_reranker_overrides_are_the_users_to_make(tmp_path: Path) -> None:
+    models = f"r:\n  hf_id: {DECODER}\n  kind: rerank\n  max_model_len: 8192\n"
+    models += f"  extra_args: {QWEN3_RERANKER_ARGS}\n"
+    plan = plan_of(tmp_path, models, entry(DECODER))
+    command = plan.deployments[0].vllm_command()
+    assert command[command.index("--runner") + 1] == "pooling"
+    overrides = json.loads(command[command.index("--hf-overrides") + 1])
+    assert overrides["architectures"] == ["Qwen3ForSequenceClassification"]
+
+
+def test_a_classifier_with_two_labels_cannot_rerank(tmp_path: Path) -> None:
+    two = entry(RERANKER, id2label={"0": "NO", "1": "YES"})
+    models = f"r:\n  hf_id: {RERANKER}\n  kind: rerank\n  max_model_len: 8192\n"
+    (problem,) = problems_of(tmp_path, models, two)
+    assert "a classifier with 2 labels" in problem.message
+    assert "num_labels == 1" in problem.message
+
+
+@pytest.mark.parametrize("field", ["tool_parser: hermes", "reasoning_parser: qwen3"])
+def test_text_fields_on_a_pooling_model_are_refused(tmp_path: Path, field: str) -> None:
+    models = f"e:\n  hf_id: {EMBEDDER}\n  kind: embed\n  max_model_len: 8192\n  {field}\n"
+    (problem,) = problems_of(tmp_path, models, entry(EMBEDDER))
+    name = field.split(":")[0]
+    assert problem.path == f"models.e.{name}"
+    assert "an embedding model (kind: embed)" in problem.message
+
+
+def test_an_unlocked_pooling_model_is_not_second_guessed(tmp_path: Path) -> None:
+    models = "e:\n  hf_id: org/unknown-embedder\n  kind: embed\n"
+    plan = plan_of(tmp_path, models)
+    assert plan.warnings  # its fit is unknown, and says so
+    command = plan.deployments[0].vllm_command()
+    assert command[command.index("--runner") + 1] == "pooling" and "--convert" not in command
+
+
+def test_kind_is_checked_by_the_schema(tmp_path: Path) -> None:
+    models = f"e:\n  hf_id: {EMBEDDER}\n  kind: embedding\n"
+    (problem,) = problems_of(tmp_path, models, entry(EMBEDDER))
+    assert problem.path == "models.e.kind"
+    assert "'embedding'" in problem.message
