@@ -210,3 +210,71 @@ def test_kind_is_checked_by_the_schema(tmp_path: Path) -> None:
     (problem,) = problems_of(tmp_path, models, entry(EMBEDDER))
     assert problem.path == "models.e.kind"
     assert "'embedding'" in problem.message
+
+
+# --- the fit: no sampler, and no KV cache for encoders ---------------------------------------
+
+
+def test_an_encoder_has_no_kv_cache_and_loads_in_fp16(tmp_path: Path) -> None:
+    from mvgen.fit import GIB, assess_deployment
+
+    plan = plan_of(tmp_path, BOTH, entry(EMBEDDER), entry(RERANKER))
+    for d in plan.deployments:
+        fit = assess_deployment(d)
+        params = recorded_entry_parts(d.checkpoint.hf_id)["parameters"]["F32"]
+        assert fit.fits and not fit.kv_cache and fit.pooling
+        # fp32 on the Hub, fp16 in vLLM 0.12 (_resolve_auto_dtype), on an H100
+        assert fit.weight_bytes == params * 2
+        # no chunked prefill for an encoder: one whole max_model_len sequence, or the
+        # 8192-token default if larger; the pooler's fp32 vector per token, not a sampler
+        assert fit.batched_tokens == 8192
+        assert fit.sampler_bytes == 8192 * 1024 * 4
+        assert fit.sequences == 0 and fit.longest_len == 8192
+        assert 60 < fit.kv_budget_bytes / GIB < 70  # left beside 1.1 GiB and one step
+
+
+def test_a_decoder_embedder_keeps_its_kv_cache_but_runs_no_sampler(tmp_path: Path) -> None:
+    from mvgen.fit import assess_deployment
+
+    chat = f"q:\n  hf_id: {DECODER}\n  max_model_len: 8192\n"
+    embed = chat + "  kind: embed\n"
+    as_chat = assess_deployment(plan_of(tmp_path, chat, entry(DECODER)).deployments[0])
+    as_embed = assess_deployment(plan_of(tmp_path, embed, entry(DECODER)).deployments[0])
+    assert as_embed.kv_cache and as_embed.pooling and not as_chat.pooling
+    assert as_embed.weight_bytes == as_chat.weight_bytes
+    assert as_embed.sampler_bytes < as_chat.sampler_bytes / 10
+    gained = as_chat.profile_bytes - as_embed.profile_bytes
+    assert gained > 0
+    assert as_embed.kv_budget_bytes == pytest.approx(as_chat.kv_budget_bytes + gained)
+    assert as_embed.sequences > as_chat.sequences
+
+
+def test_an_encoder_too_big_for_its_gpu_is_refused_in_words(tmp_path: Path) -> None:
+    models = """\
+    huge:
+      hf_id: org/huge-encoder
+      kind: embed
+      max_model_len: 512
+      architecture: {params_b: 39, layers: 48, kv_heads: 32, head_dim: 128, max_context: 512,
+                     encoder_only: true}
+    """
+    (problem,) = problems_of(tmp_path, models)
+    assert problem.path == "models.huge.per_gpu.h100"
+    assert "does not fit: 72.6 GiB of bf16 weights" in problem.message
+    assert "activations for a 8192-token step" in problem.message
+
+
+def test_plan_json_shows_the_kind_and_no_kv_figures_for_an_encoder(tmp_path: Path) -> None:
+    from conftest import run_cli
+
+    path = write(tmp_path, BOTH, entry(EMBEDDER), entry(RERANKER))
+    result = run_cli("plan", "--config", str(path), "--json")
+    rows = {r["model"]: r for app in json.loads(result.output)["apps"] for r in app["models"]}
+    assert {k: r["kind"] for k, r in rows.items()} == {"bge-m3": "embed", "bge-reranker": "rerank"}
+    fit = rows["bge-m3"]["fit"]
+    assert fit["kv_cache"] is False and fit["sequences"] is None and fit["kv_budget_gib"] is None
+    assert fit["headroom_gib"] > 60 and fit["weights_gib"] == 1.06
+    assert rows["bge-m3"]["weights"] == "fp16"
+    text = run_cli("plan", "--config", str(path)).output
+    assert "bge-m3 (embed)" in text and "bge-reranker (rerank)" in text
+    assert "none (" in text and "has no KV cache" in text
