@@ -539,7 +539,7 @@ def gateway(
     from mvgen.runtime.models import ModelTable, ServedModel
 
     plan = load(config_path)
-    models = ModelTable(ServedModel(m.key, m.served_name, m.aliases) for m in plan.models)
+    models = ModelTable(ServedModel(m.key, m.served_name, m.aliases, m.kind) for m in plan.models)
     try:
         run_local_gateway(
             models,

@@ -67,11 +67,6 @@ def runner_args(kind: str, arch: Architecture | None, extra_args: Sequence[str])
     return args
 
 
-def routes_text(kind: str) -> str:
-    routes = KIND_ROUTES[kind]
-    return ", ".join(routes[:-1]) + " and " + routes[-1] if len(routes) > 1 else routes[0]
-
-
 # --- the validation check -----------------------------------------------------------------
 
 

@@ -75,6 +75,7 @@ def _app_context(plan: Plan, app: App) -> dict[str, Any]:
         "url_example": app.url or f"https://<workspace>--{app.label}.modal.run",
         "deploy_command": deploy_command(plan, app),
         "any_snapshot": any(d.settings.gpu_snapshot for d in deployments),
+        "any_pooling": any(d.model.pooling for d in deployments),
         "models_literal": literals.py(_models_literal(app)),
         "vllm_port": VLLM_PORT,
         "hf_cache": HF_CACHE,

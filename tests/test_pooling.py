@@ -278,3 +278,25 @@ def test_plan_json_shows_the_kind_and_no_kv_figures_for_an_encoder(tmp_path: Pat
     text = run_cli("plan", "--config", str(path)).output
     assert "bge-m3 (embed)" in text and "bge-reranker (rerank)" in text
     assert "none (" in text and "has no KV cache" in text
+
+
+# --- the rendered apps, under the real modal package -----------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["gpu", "legacy"])
+def test_rendered_apps_with_pooling_models_import_under_modal(tmp_path: Path, mode: str) -> None:
+    from conftest import run_cli
+    from test_modal_apps import check_app, check_legacy_app, import_app
+
+    path = write(tmp_path, BOTH, entry(EMBEDDER), entry(RERANKER), mode=mode)
+    out = tmp_path / "out"
+    assert run_cli("render", "--config", str(path), "--output-dir", str(out)).exit_code == 0
+    plan = load_plan(path)
+    for app in plan.apps:
+        file = out / "generated" / app.filename
+        (check_app if mode == "gpu" else check_legacy_app)(plan, app, file)
+        table = models_from_literal(import_app(file).MODELS)
+        for d in app.deployments:
+            assert table.resolve(d.model.key).kind == d.model.kind
+        if mode == "gpu":  # the comment over the gateway names the routes
+            assert "/v1/embeddings, /v1/rerank and /v1/score" in file.read_text()

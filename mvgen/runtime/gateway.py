@@ -2,7 +2,8 @@
 
 It authenticates with a Bearer key, resolves the requested model by any of its names,
 forwards the JSON body with only `model` rewritten, and relays answers and SSE streams.
-Only four routes exist; vLLM's other (unauthenticated) routes are never reachable.
+Only the routes below exist, each served to the kinds of model that have it (chat, or
+embeddings and rerank); vLLM's other (unauthenticated) routes are never reachable.
 See docs/gateway.md for the behaviour and the reasons behind it.
 """
 
@@ -27,8 +28,24 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .backends import Backend, UpstreamResponse
-from .errors import ApiError, UpstreamProtocolError, error_body, relay_error_content
-from .models import ModelTable, ServedModel
+from .errors import (
+    ApiError,
+    UpstreamProtocolError,
+    embedded_error_status,
+    error_body,
+    relay_error_content,
+)
+from .models import (
+    CHAT_PATH,
+    COMPLETIONS_PATH,
+    EMBEDDINGS_PATH,
+    KIND_NAMES,
+    RERANK_PATH,
+    SCORE_PATH,
+    ModelTable,
+    ServedModel,
+    routes_text,
+)
 from .start_failures import StartGate
 from .streaming import StreamPolicy, StreamRelay, cancel_and_wait, wait_for_disconnect
 
@@ -36,9 +53,17 @@ log = logging.getLogger("mvgen.gateway")
 
 T = TypeVar("T")
 
-CHAT_PATH = "/v1/chat/completions"
-COMPLETIONS_PATH = "/v1/completions"
-ROUTE_PATHS = frozenset({"/health", "/v1/models", CHAT_PATH, COMPLETIONS_PATH})
+POOLING_PATHS = (EMBEDDINGS_PATH, RERANK_PATH, SCORE_PATH)
+ROUTE_PATHS = frozenset({"/health", "/v1/models", CHAT_PATH, COMPLETIONS_PATH, *POOLING_PATHS})
+# Where vLLM 0.12 serves each pooling route: /rerank and /score run the handlers of
+# /v1/rerank and /v1/score without their deprecation warnings (a warning on every /v1/score
+# call; vllm/entrypoints/pooling/score/api_router.py). The client never reaches these paths
+# itself: vLLM's --api-key leaves every path outside /v1 open.
+UPSTREAM_PATHS = {EMBEDDINGS_PATH: "/v1/embeddings", RERANK_PATH: "/rerank", SCORE_PATH: "/score"}
+# encoding_format values the gateway relays: vLLM's "bytes" is a raw application/octet-stream
+# body with its layout in a `metadata` header (vllm/entrypoints/pooling/embed/api_router.py),
+# neither of which the gateway relays.
+ENCODING_FORMATS = ("float", "base64")
 CLIENT_CLOSED_REQUEST = 499  # nginx's convention; only ever seen in our log line
 
 
@@ -128,6 +153,7 @@ class _Gateway:
             Route("/v1/models", self.list_models, methods=["GET"]),
             Route(CHAT_PATH, self.chat_completions, methods=["POST"]),
             Route(COMPLETIONS_PATH, self.completions, methods=["POST"]),
+            *(Route(path, self.pooling, methods=["POST"]) for path in POOLING_PATHS),
         ]
 
     @contextlib.asynccontextmanager
@@ -149,6 +175,7 @@ class _Gateway:
                 "object": "model",
                 "created": self._created,
                 "owned_by": "mvgen",
+                "kind": model.kind,  # not OpenAI's; clients ignore keys they do not know
             }
             for model in sorted(self._models.models, key=lambda m: m.served_name)
         ]
@@ -160,10 +187,26 @@ class _Gateway:
     async def completions(self, request: Request) -> Response:
         return await self._generate(request, COMPLETIONS_PATH)
 
+    async def pooling(self, request: Request) -> Response:
+        """/v1/embeddings, /v1/rerank, /v1/score: never streamed, forwarded to vLLM's own
+        path for the route."""
+        path = request.url.path
+        self._authorize(request)
+        body = await read_json_object(request, self._settings.max_body_bytes)
+        model = self._resolve(body)
+        request.state.model = model.key
+        self._check_route(model, path)
+        check_pooling_body(path, body)
+        body["model"] = model.served_name
+        if self._gate is not None:
+            await self._gate.check(model)
+        return await self._forward(request, model, UPSTREAM_PATHS[path], body)
+
     async def _generate(self, request: Request, path: str) -> Any:
         self._authorize(request)
         body = await read_json_object(request, self._settings.max_body_bytes)
         model = self._resolve(body)
+        self._check_route(model, path)
         stream = stream_flag(body)
         request.state.model = model.key
         request.state.stream = stream
@@ -227,6 +270,18 @@ class _Gateway:
             )
         if not key_matches(token, self._keys):
             raise _unauthorized("invalid_api_key", "Invalid API key.")
+
+    def _check_route(self, model: ServedModel, path: str) -> None:
+        """A route the model's kind does not serve is refused here, without waking a GPU:
+        vLLM 0.12 would answer it with HTTP 200 and an error body."""
+        if path in model.routes:
+            return
+        raise ApiError(
+            400,
+            "unsupported_route",
+            f"Model '{model.served_name}' is {KIND_NAMES[model.kind]} (kind: {model.kind}): "
+            f"it serves {routes_text(model.kind)}, not {path}.",
+        )
 
     def _resolve(self, body: dict[str, Any]) -> ServedModel:
         name = body.get("model")
@@ -318,6 +373,23 @@ def stream_flag(body: dict[str, Any]) -> bool:
     return stream
 
 
+def check_pooling_body(path: str, body: dict[str, Any]) -> None:
+    """What a pooling route refuses before the model sees it: streams, and embeddings as raw
+    bytes (ENCODING_FORMATS)."""
+    if body.get("stream") not in (None, False):
+        raise ApiError(
+            400, "invalid_stream", f"{path} does not stream: leave out 'stream' or set it false."
+        )
+    encoding = body.get("encoding_format")
+    if path == EMBEDDINGS_PATH and encoding is not None and encoding not in ENCODING_FORMATS:
+        raise ApiError(
+            400,
+            "unsupported_encoding_format",
+            f"encoding_format {str(encoding)[:40]!r} is not relayed by this gateway: use "
+            "'float' (the default) or 'base64'.",
+        )
+
+
 def _too_large(limit: int) -> ApiError:
     return ApiError(413, "request_too_large", f"The request body is larger than {limit} bytes.")
 
@@ -348,13 +420,14 @@ def relay_response(upstream: UpstreamResponse) -> Response:
     headers.setdefault("content-type", "application/json")
     if 200 <= upstream.status < 300:
         try:
-            json.loads(upstream.content)
+            data = json.loads(upstream.content)
         except (ValueError, RecursionError):
             raise UpstreamProtocolError(
                 "The model server answered with a body that is not JSON.",
                 code="bad_upstream_response",
             ) from None
-        return Response(upstream.content, upstream.status, headers=headers)
+        status = embedded_error_status(data) or upstream.status  # vLLM's 200 + error object
+        return Response(upstream.content, status, headers=headers)
     content = relay_error_content(upstream.status, upstream.content)
     headers["content-type"] = "application/json"
     return Response(content, upstream.status, headers=headers)

@@ -24,6 +24,12 @@ KIND_ROUTES: dict[str, tuple[str, ...]] = {
 KIND_NAMES = {"chat": "a chat model", "embed": "an embedding model", "rerank": "a reranker"}
 
 
+def routes_text(kind: str) -> str:
+    """`/v1/embeddings, /v1/rerank and /v1/score`: a kind's routes, for messages."""
+    routes = KIND_ROUTES[kind]
+    return ", ".join(routes[:-1]) + " and " + routes[-1]
+
+
 @dataclass(frozen=True)
 class ServedModel:
     key: str  # short name from deployments.yaml, e.g. "gemma-3-12b"
