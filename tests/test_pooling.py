@@ -300,3 +300,24 @@ def test_rendered_apps_with_pooling_models_import_under_modal(tmp_path: Path, mo
             assert table.resolve(d.model.key).kind == d.model.kind
         if mode == "gpu":  # the comment over the gateway names the routes
             assert "/v1/embeddings, /v1/rerank and /v1/score" in file.read_text()
+
+
+# --- LiteLLM ------------------------------------------------------------------------------------
+
+
+def test_litellm_routes_use_the_mode_of_the_kind(tmp_path: Path) -> None:
+    from mvgen.litellm_config import litellm_config
+
+    models = BOTH + f"chatty:\n  hf_id: {DECODER}\n  max_model_len: 8192\n"
+    plan = plan_of(tmp_path, models, entry(EMBEDDER), entry(RERANKER), entry(DECODER))
+    config = litellm_config(plan)
+    routes = {r["model_name"]: r for r in config["routes"]}
+    assert routes["bge-m3-h100"]["model_info"] == {"mode": "embedding", "max_input_tokens": 8192}
+    assert routes["bge-reranker-h100"]["model_info"] == {"mode": "rerank", "max_input_tokens": 8192}
+    assert routes["chatty-h100"]["model_info"]["mode"] == "chat"
+    # hosted_vllm appends /embeddings and /rerank to api_base: the gateway's /v1 routes
+    params = routes["bge-m3-h100"]["litellm_params"]
+    assert params["model"] == f"hosted_vllm/{EMBEDDER}"
+    assert params["api_base"] == "https://acme--vllm-h100-serve.modal.run/v1"
+    groups = {g["name"]: g for g in config["groups"]}
+    assert groups["bge-reranker"]["deployments"][0]["model_info"]["mode"] == "rerank"
