@@ -321,3 +321,27 @@ def test_litellm_routes_use_the_mode_of_the_kind(tmp_path: Path) -> None:
     assert params["api_base"] == "https://acme--vllm-h100-serve.modal.run/v1"
     groups = {g["name"]: g for g in config["groups"]}
     assert groups["bge-reranker"]["deployments"][0]["model_info"]["mode"] == "rerank"
+
+
+def test_generated_files_with_a_long_override_pass_ruff(tmp_path: Path) -> None:
+    """The Qwen3-Reranker example of docs/configuration.md: its --hf-overrides value is
+    longer than a line, and generated files are linted with the project."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT, run_cli
+
+    models = "qwen3-reranker:\n  hf_id: Qwen/Qwen3-Reranker-0.6B\n  kind: rerank\n"
+    models += f"  max_model_len: 8192\n  extra_args: {QWEN3_RERANKER_ARGS}\n"
+    for mode in ("gpu", "legacy"):
+        out = tmp_path / mode
+        path = write(tmp_path, models, mode=mode)
+        assert run_cli("render", "--config", str(path), "--output-dir", str(out)).exit_code == 0
+        ruff = [sys.executable, "-m", "ruff"]
+        settings = ["--config", str(ROOT / "pyproject.toml")]
+        for args in (["check"], ["format", "--check"]):
+            done = subprocess.run(
+                [*ruff, *args, *settings, str(out / "generated")], capture_output=True, text=True
+            )
+            assert done.returncode == 0, done.stdout + done.stderr
+        assert "is_original_qwen3_reranker" in next((out / "generated").glob("*.py")).read_text()
