@@ -345,3 +345,37 @@ def test_generated_files_with_a_long_override_pass_ruff(tmp_path: Path) -> None:
             )
             assert done.returncode == 0, done.stdout + done.stderr
         assert "is_original_qwen3_reranker" in next((out / "generated").glob("*.py")).read_text()
+
+
+def test_adding_the_documented_pooling_models_the_readme_way(tmp_path: Path) -> None:
+    """docs/configuration.md's example added to a copy of the committed config, then what
+    `make render` runs (lock --missing against the Hub stand-in, render), validate and plan."""
+    import shutil
+
+    from conftest import ROOT, run_cli
+    from gateway_fixtures import serve_asgi
+    from hub_standin import HubStandin
+
+    for name in ("deployments.yaml", "deployments.lock.json"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    config = tmp_path / "deployments.yaml"
+    gpu = next(iter(load_plan(config).gpus)).key
+    example = "".join(
+        f"{line}\n    gpus: [{gpu}]\n" if "kind:" in line else f"{line}\n"
+        for line in textwrap.indent(BOTH, "  ").splitlines()
+    )
+    config.write_text(config.read_text() + example)
+    out = ["--config", str(config)]
+    with serve_asgi(HubStandin().app()) as hub:
+        env = {"HF_ENDPOINT": hub, "HF_TOKEN": None}
+        locked = run_cli("lock", "--missing", *out, env=env)
+    assert locked.exit_code == 0, locked.output
+    assert run_cli("render", *out, "--output-dir", str(tmp_path)).exit_code == 0
+    assert run_cli("validate", *out).exit_code == 0
+    planned = run_cli("plan", "--json", *out, "--output-dir", str(tmp_path))
+    assert planned.exit_code == 0, planned.output
+    rows = [m for a in json.loads(planned.stdout)["apps"] for m in a["models"]]
+    pooling = {r["model"]: r for r in rows if r["kind"] != "chat"}
+    assert set(pooling) == {"bge-m3", "bge-reranker"}
+    for row in pooling.values():
+        assert row["fit"]["status"] == "fits" and row["fit"]["kv_cache"] is False
