@@ -160,6 +160,11 @@ class Architecture:
     vision_tower: VisionTower | None = None
     buffer_bytes: int = 0  # non-parameter buffers vLLM builds with the model, on every GPU
     lora: LoraShape | None = None  # None: adapters' memory unknown (a type mvgen does not size)
+    # Pooling models (mvgen/pooling.py): config.json's `architectures`, whether vLLM runs the
+    # model with encoder-only attention (BERT, XLM-R: no KV cache), and a classifier's labels.
+    hf_architectures: tuple[str, ...] = ()
+    encoder_only: bool = False
+    num_labels: int | None = None
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from mvgen.errors import Problem
 from mvgen.fit import fit_check
 from mvgen.loader import Lines
 from mvgen.plan import Plan
+from mvgen.pooling import kind_check
 from mvgen.vllm_checks import vllm_options
 
 MAX_URL_LABEL = 63  # DNS label limit; Modal cuts longer labels and appends a hash
@@ -237,5 +238,6 @@ CHECKS: tuple[Callable[[Plan, Lines, list[str]], list[Problem]], ...] = (
     vllm_options,
     secret_keys,
     adapter_check,
+    kind_check,
     fit_check,
 )

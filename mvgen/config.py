@@ -142,6 +142,7 @@ def _models(raw: dict[str, Any], gpus: list[str], lock: Lock) -> dict[str, Model
             adapters=read_adapters(
                 key, spec, [g for g in spec.get("gpus", gpus) if g in gpus], lock
             ),
+            kind=spec.get("kind", "chat"),
         )
     return models
 

@@ -13,6 +13,11 @@ follows vLLM 0.12's hybrid KV cache manager (vllm/v1/core/kv_cache_utils.py,
 vllm/v1/kv_cache_interface.py). Loading must fit too: online fp8 of a 16-bit checkpoint
 holds the whole 16-bit model before vLLM 0.16. docs/plan.md has the derivation, the
 evidence table and the tolerance; each constant below cites its source.
+
+Pooling models (kind embed or rerank) run no sampler. Encoder-only ones (BERT, XLM-R) have
+no KV cache at all: vLLM skips the profile and reserves nothing for one
+(vllm/v1/engine/core.py `_initialize_kv_caches`: "Attention free models don't need memory
+for kv cache"), so what must fit is the weights and the activations of one step.
 """
 
 from __future__ import annotations
@@ -106,6 +111,9 @@ ENCODER_MLP_COPIES = 2
 VISION_TOKENS_WHEN_UNKNOWN = 1024  # a declared vision model without encoder facts
 # vLLM's default per-prompt limit when limit_mm_per_prompt leaves a modality unset.
 DEFAULT_ITEMS_PER_PROMPT = 999
+
+# The largest pooler output vLLM profiles: one fp32 hidden vector per token (token_embed).
+POOLER_BYTES = 4
 
 # The fit's stated tolerance on the KV budget per GPU: every published start-up in the
 # calibration table of docs/plan.md is within it (tests/test_fit.py holds each one).
@@ -214,6 +222,20 @@ def _replicated_bytes(arch: Architecture, settings: Settings) -> float:
     return tower.params * 2.0
 
 
+def as_loaded(ckpt: Checkpoint, settings: Settings, pooling: bool) -> Checkpoint:
+    """The checkpoint as vLLM 0.12 holds it with `--dtype auto`: fp32 weights are cast down,
+    to fp16 for a pooling model and to the GPU's first dtype (bf16) otherwise
+    (vllm/config/model.py `_resolve_auto_dtype`: "Downcast for float32 models")."""
+    asked = flag_value(settings.extra_args, "--dtype") or "auto"
+    if ckpt.dtype != "float32" or asked in ("float32", "float"):
+        return ckpt
+    if asked == "auto":
+        asked = "float16" if pooling else "bfloat16"
+    dtype = {"half": "float16"}.get(asked, asked)
+    size = ckpt.weight_bytes // 2 if ckpt.weight_bytes else None
+    return replace(ckpt, weight_bytes=size, dtype=dtype)
+
+
 # safetensors dtypes by the name `mvgen plan` shows for weights stored in them
 DTYPE_LABELS = {"F8_E4M3": "fp8", "F8_E5M2": "fp8", "BF16": "bf16", "F16": "fp16", "F32": "fp32"}
 
@@ -223,7 +245,7 @@ def weight_label(d: Deployment) -> str:
     format, or its dtype."""
     if d.settings.quantization:
         return f"{d.settings.quantization} (online)"
-    ckpt = d.checkpoint
+    ckpt = as_loaded(d.checkpoint, d.settings, d.model.pooling)
     if ckpt.quantization:
         return f"{DTYPE_LABELS.get(ckpt.main_dtype or '', ckpt.quantization)} (ckpt)"
     return {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}.get(ckpt.dtype, ckpt.dtype)
@@ -337,10 +359,16 @@ def profile(
     batched: int,
     seqs: int,
     encoder_batch: EncoderBatch | None,
+    pooling: bool = False,
 ) -> Profile:
     vocab = arch.vocab_size or VOCAB_WHEN_UNKNOWN
     hidden = arch.hidden_size or 0
-    sampler = SAMPLER_BYTES_PER_LOGIT * min(batched, seqs) * vocab + batched * hidden * 2
+    if pooling:
+        # A pooling model's profile runs the pooler, not the sampler (gpu_model_runner.py
+        # profile_run -> _dummy_pooler_run); at most one fp32 vector per token comes out.
+        sampler = batched * hidden * POOLER_BYTES
+    else:
+        sampler = SAMPLER_BYTES_PER_LOGIT * min(batched, seqs) * vocab + batched * hidden * 2
     inter = (arch.intermediate_size or 0) / tp  # column-parallel MLP splits the width
     forward = batched * 2 * (FORWARD_HIDDEN_COPIES * hidden + FORWARD_MLP_COPIES * inter)
     encoder = cache = 0.0
@@ -505,6 +533,8 @@ class Fit:
     batched_tokens: int = 0
     max_num_seqs: int = 0
     lora_bytes: float = 0.0  # the adapters' buffers, counted in weight_bytes
+    kv_cache: bool = True  # False for encoder-only pooling models: no KV figures apply
+    pooling: bool = False  # an embedding or reranking model: no sampler
 
     @property
     def fits(self) -> bool:
@@ -523,7 +553,10 @@ def assess(
     vllm: str = "0.12.0",
     reason: str | None = None,
     lora: LoraSlots | None = None,
+    kind: str = "chat",
 ) -> Fit:
+    """`kind` embed or rerank: a pooling model (mvgen/pooling.py), sized without a sampler
+    and, when encoder-only, without a KV cache."""
     if arch is None:
         return Fit("unknown", reason or "no architecture facts for this model")
     if lora is not None and arch.lora is None:
@@ -533,7 +566,8 @@ def assess(
             "Llama, Mistral, Mixtral, Qwen2, Qwen3, Qwen3 MoE, Qwen3-VL, Gemma 3, read "
             "from the lock's config.json)",
         )
-    ckpt = checkpoint or Checkpoint("")
+    pooling = kind != "chat"
+    ckpt = as_loaded(checkpoint or Checkpoint(""), settings, pooling)
     own, asked = ckpt.quantization, settings.quantization
     if own and asked and own != asked:
         # vllm/config/model.py ModelConfig._verify_quantization: "Quantization method
@@ -545,9 +579,14 @@ def assess(
     kv_dtype = flag_value(settings.extra_args, "--kv-cache-dtype") or "auto"
     if kv_dtype not in KV_DTYPE_BYTES:
         return Fit("unknown", f"--kv-cache-dtype {kv_dtype!r} has no known size")
-    batched = flag_value(settings.extra_args, "--max-num-batched-tokens")
-    batched_tokens = int(batched) if batched and batched.isdigit() else default_batched_tokens(gpu)
     seqs = settings.max_num_seqs or default_max_num_seqs(gpu)
+    batched = flag_value(settings.extra_args, "--max-num-batched-tokens")
+    if batched and batched.isdigit():
+        batched_tokens = int(batched)
+    elif arch.encoder_only:
+        batched_tokens = unchunked_batched_tokens(gpu, settings.max_model_len, seqs)
+    else:
+        batched_tokens = default_batched_tokens(gpu)
     tp = settings.gpu_count
     visible = torch_visible_bytes(gpu)
     usable = visible * settings.gpu_memory_utilization
@@ -561,17 +600,39 @@ def assess(
     images = encoder_batch(arch, settings, batched_tokens, seqs)
     if isinstance(images, str):
         return Fit("unknown", images)
-    prof = profile(arch, tp, batched_tokens, seqs, images)
+    prof = profile(arch, tp, batched_tokens, seqs, images, pooling)
     non_torch = non_torch_bytes(tp)
     overhead = prof.peak + non_torch
     budget = usable - resident - overhead
+    context = context_bytes(tp)
+    if arch.encoder_only:
+        status = "fits" if budget > 0 else "no-load"
+        if peak_load + context > visible:
+            status = "load-oom"
+        return Fit(
+            status=status,
+            visible_bytes=visible,
+            usable_bytes=usable,
+            weight_bytes=resident,
+            load_peak_bytes=peak_load,
+            profile_bytes=prof.peak,
+            sampler_bytes=prof.sampler,
+            non_torch_bytes=non_torch,
+            overhead_bytes=overhead,
+            kv_budget_bytes=budget,  # here: what is left beside weights and one step
+            longest_len=arch.max_context if budget > 0 else None,
+            batched_tokens=batched_tokens,
+            max_num_seqs=seqs,
+            kv_cache=False,
+            pooling=True,
+            lora_bytes=adapters,
+        )
     layout = kv_layout(arch, tp, KV_DTYPE_BYTES[kv_dtype])
     length = settings.max_model_len
 
     def seqs_at(b: float, n: int = length) -> float:
         return sequences_that_fit(b, layout, n, batched_tokens)
 
-    context = context_bytes(tp)
     if peak_load + context > visible:
         status = "load-oom"
     elif budget <= 0:
@@ -607,7 +668,16 @@ def assess(
         batched_tokens=batched_tokens,
         max_num_seqs=seqs,
         lora_bytes=adapters,
+        pooling=pooling,
     )
+
+
+def unchunked_batched_tokens(gpu: GpuType, max_model_len: int, seqs: int) -> int:
+    """vLLM 0.12's step size without chunked prefill, which encoder-only pooling models do
+    not support (config/model.py is_chunked_prefill_supported): at least one whole
+    max_model_len sequence (engine/arg_utils.py
+    `_set_default_max_num_seqs_and_batched_tokens_args`)."""
+    return min(max(max_model_len, default_batched_tokens(gpu)), seqs * max_model_len)
 
 
 def _graphs_run_out(
@@ -622,7 +692,14 @@ def _graphs_run_out(
 
 def assess_deployment(d: Deployment, vllm: str = "0.12.0") -> Fit:
     return assess(
-        d.architecture, d.gpu.type, d.settings, d.checkpoint, vllm, d.unknown_reason, lora_slots(d)
+        d.architecture,
+        d.gpu.type,
+        d.settings,
+        d.checkpoint,
+        vllm,
+        d.unknown_reason,
+        lora=lora_slots(d),
+        kind=d.model.kind,
     )
 
 
@@ -638,12 +715,13 @@ def len_for_sequences(
     ckpt: Checkpoint,
     vllm: str,
     lora: LoraSlots | None = None,
+    kind: str = "chat",
 ) -> int | None:
     """The largest max_model_len at which `n` full-length sequences fit."""
 
     def fits(length: int) -> bool:
-        s = replace(settings, max_model_len=length)
-        return assess(arch, gpu, s, ckpt, vllm, lora=lora).sequences >= n
+        at = replace(settings, max_model_len=length)
+        return assess(arch, gpu, at, ckpt, vllm, lora=lora, kind=kind).sequences >= n
 
     return longest_len(fits, arch.max_context)
 
@@ -654,7 +732,7 @@ def fixes(d: Deployment, fit: Fit, vllm: str) -> list[str]:
     assert arch is not None  # only known fits have fixes
 
     def works(s: Settings, on: GpuType = gpu, c: Checkpoint = ckpt) -> bool:
-        return assess(arch, on, s, c, vllm, lora=lora_slots(d, s)).fits
+        return assess(arch, on, s, c, vllm, lora=lora_slots(d, s), kind=d.model.kind).fits
 
     if fit.status == "mismatch":
         return ["quantization: null"]
@@ -738,11 +816,18 @@ def fit_check(plan: Plan, lines: Lines, warnings: list[str]) -> list[Problem]:
                     "fixes: " + "; ".join(hint) if hint else "no single setting makes it fit",
                 )
             )
-        elif fit.sequences < plan.fit_min_sequences:
+        elif fit.kv_cache and fit.sequences < plan.fit_min_sequences:
             want = plan.fit_min_sequences
             assert d.architecture is not None
             shorter = len_for_sequences(
-                d.architecture, d.gpu.type, d.settings, want, d.checkpoint, vllm, lora_slots(d)
+                d.architecture,
+                d.gpu.type,
+                d.settings,
+                want,
+                d.checkpoint,
+                vllm,
+                lora=lora_slots(d),
+                kind=d.model.kind,
             )
             advice = f"; max_model_len {shorter} fits {want}" if shorter else ""
             warnings.append(
@@ -761,7 +846,8 @@ ARCHITECTURE_HINT = (
 
 def refusal(d: Deployment, fit: Fit, vllm: str = "0.12.0") -> str:
     s = d.settings
-    dtype = s.quantization or d.checkpoint.quantization or "bf16"
+    half = "fp16" if as_loaded(d.checkpoint, s, d.model.pooling).dtype == "float16" else "bf16"
+    dtype = s.quantization or d.checkpoint.quantization or half
     held = f"{gib(fit.weight_bytes)} of {dtype} weights"
     if fit.lora_bytes:  # counted with the weights, as vLLM's "Model loading took" does
         held += f" (with {gib(fit.lora_bytes)} of LoRA adapter buffers)"
@@ -785,12 +871,23 @@ def refusal(d: Deployment, fit: Fit, vllm: str = "0.12.0") -> str:
             f"{gib(fit.visible_bytes - fit.usable_bytes)} beside it, under the "
             f"{CUDA_GRAPH_GIB:g} GiB graphs and the CUDA context need"
         )
+    share = (
+        f"the {gib(fit.usable_bytes)} vLLM may use ({gib(fit.visible_bytes)} x "
+        f"gpu_memory_utilization {s.gpu_memory_utilization:g})"
+    )
+    if fit.status == "no-load" and not fit.kv_cache:
+        return (
+            f"{head} does not fit: {held} per GPU and "
+            f"{gib(fit.overhead_bytes)} of activations for a {fit.batched_tokens}-token step "
+            f"fill {share}"
+        )
     if fit.status == "no-load":
+        step = f"sampler {gib(fit.sampler_bytes)} for {fit.max_num_seqs} sequences"
+        if fit.pooling:
+            step = f"a {fit.batched_tokens}-token step; a pooling model runs no sampler"
         return (
             f"{head} leaves no KV cache: {held} per GPU and "
-            f"{gib(fit.overhead_bytes)} of start-up profile (sampler {gib(fit.sampler_bytes)} for "
-            f"{fit.max_num_seqs} sequences) fill the {gib(fit.usable_bytes)} vLLM may use "
-            f"({gib(fit.visible_bytes)} x gpu_memory_utilization {s.gpu_memory_utilization:g})"
+            f"{gib(fit.overhead_bytes)} of start-up profile ({step}) fill {share}"
         )
     return (
         f"{head}: one {s.max_model_len}-token sequence needs {gib(fit.sequence_bytes)} of KV "

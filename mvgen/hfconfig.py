@@ -10,6 +10,7 @@ not listed here must state every field we read, or the model declares `architect
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from mvgen.catalog import Architecture, Checkpoint, LoraShape, VisionTower
@@ -98,6 +99,50 @@ TEXT_DEFAULTS: dict[str, dict[str, Any]] = {
         "tie_word_embeddings": True,
     },
 }
+# BERT-style encoders, as embedding models and cross-encoder rerankers use them (BAAI/bge-m3
+# is an XLMRobertaModel, BAAI/bge-reranker-v2-m3 an XLMRobertaForSequenceClassification).
+# vLLM 0.12 runs them with encoder-only attention, which has no KV cache
+# (vllm/attention/layers/encoder_only_attention.py: get_kv_cache_spec "Does not need KV
+# cache"). transformers 4.57 defaults: BertConfig, RobertaConfig and XLMRobertaConfig
+# (configuration_bert.py, configuration_roberta.py, configuration_xlm_roberta.py).
+_BERT_DEFAULTS = {
+    "vocab_size": 30522,
+    "hidden_size": 768,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "intermediate_size": 3072,
+    "max_position_embeddings": 512,
+    "type_vocab_size": 2,
+    "pad_token_id": 0,
+}
+ENCODER_DEFAULTS: dict[str, dict[str, Any]] = {
+    "bert": _BERT_DEFAULTS,
+    "roberta": {**_BERT_DEFAULTS, "vocab_size": 50265, "pad_token_id": 1},
+    "xlm-roberta": {**_BERT_DEFAULTS, "pad_token_id": 1},
+}
+# RoBERTa numbers positions from padding_idx + 1 (vllm/model_executor/models/roberta.py
+# replace_roberta_positions, as transformers does), so pad_token_id + 1 of
+# max_position_embeddings never hold a token: bge-m3's 8194 are 8192 tokens.
+POSITION_OFFSET_TYPES = ("roberta", "xlm-roberta")
+# transformers' PretrainedConfig makes two labels when config.json names none
+# (configuration_utils.py `_create_id_label_maps(num_labels if ... else 2)`).
+DEFAULT_NUM_LABELS = 2
+
+# Other encoder-only architectures vLLM 0.12 registers (models/registry.py; bert_with_rope.py,
+# modernbert.py): their layouts (rotary BERTs, alternating local attention) are not sized
+# here, and reading them as decoders would invent a KV cache.
+UNSIZED_ENCODERS = frozenset(
+    {
+        "GteModel",
+        "GteNewModel",
+        "GteNewForSequenceClassification",
+        "NomicBertModel",
+        "ModernBertModel",
+        "ModernBertForSequenceClassification",
+        "ModernBertForTokenClassification",
+    }
+)
+
 # The text model type a multimodal config's text_config has when it does not say.
 TEXT_TYPE_OF = {
     "gemma3": "gemma3_text",
@@ -211,6 +256,25 @@ def _architecture(
     parameters: Mapping[str, int] | None,
     preprocessor: Mapping[str, Any] | None,
 ) -> Architecture:
+    names = tuple(str(a) for a in config.get("architectures") or ())
+    unsized = UNSIZED_ENCODERS.intersection(names)
+    if unsized:
+        raise ConfigProblem(
+            f"{min(unsized)} is an encoder-only model whose layout mvgen does not size "
+            "(mvgen sizes BERT, RoBERTa and XLM-RoBERTa encoders); declare its architecture: "
+            "with encoder_only: true"
+        )
+    if str(config.get("model_type")) in ENCODER_DEFAULTS:
+        return _encoder(config, names, parameters)
+    return replace(_decoder(config, text, parameters, preprocessor), hf_architectures=names)
+
+
+def _decoder(
+    config: Mapping[str, Any],
+    text: Mapping[str, Any],
+    parameters: Mapping[str, int] | None,
+    preprocessor: Mapping[str, Any] | None,
+) -> Architecture:
     for field, what in UNSIZED_ATTENTION.items():
         if text.get(field):
             raise ConfigProblem(f"its {what} has a KV cache mvgen does not size")
@@ -306,6 +370,52 @@ def lora_shape(
         fused_experts=fused,
         vocab=int(_need(text, "vocab_size")) if embeddings else 0,
     )
+
+
+def _encoder(
+    config: Mapping[str, Any], names: tuple[str, ...], parameters: Mapping[str, int] | None
+) -> Architecture:
+    """A BERT-style encoder: its shape, no KV cache, and a classifier's label count."""
+    model_type = str(config["model_type"])
+    c = {**ENCODER_DEFAULTS[model_type], **config}
+    hidden, heads = int(c["hidden_size"]), int(c["num_attention_heads"])
+    layers, inter = int(c["num_hidden_layers"]), int(c["intermediate_size"])
+    positions = int(c["max_position_embeddings"])
+    classifier = any(n.endswith("ForSequenceClassification") for n in names)
+    labels = None
+    if classifier:
+        id2label = config.get("id2label")
+        labels = len(id2label) if id2label else int(c.get("num_labels") or DEFAULT_NUM_LABELS)
+    if parameters:
+        params = sum(int(n) for n in parameters.values())
+    else:
+        params = _encoder_params(c, hidden, layers, inter, positions, labels)
+    offset = int(c["pad_token_id"]) + 1 if model_type in POSITION_OFFSET_TYPES else 0
+    return Architecture(
+        params_b=round(params / 1e9, 4),
+        layers=layers,
+        kv_heads=heads,
+        head_dim=hidden // heads,
+        max_context=positions - offset,
+        vocab_size=int(c["vocab_size"]),
+        hidden_size=hidden,
+        intermediate_size=inter,
+        hf_architectures=names,
+        encoder_only=True,
+        num_labels=labels,
+    )
+
+
+def _encoder_params(
+    c: Mapping[str, Any], hidden: int, layers: int, inter: int, positions: int, labels: int | None
+) -> int:
+    """BERT's parameters from its shapes: word, position and token-type embeddings with a
+    LayerNorm; per layer q, k, v, o, a two-matrix MLP (biases included) and two LayerNorms;
+    then the pooler (h x h), or a classifier's dense layer and its labels."""
+    embeddings = (int(c["vocab_size"]) + positions + int(c["type_vocab_size"]) + 2) * hidden
+    layer = 4 * (hidden * hidden + hidden) + 2 * hidden * inter + inter + hidden + 4 * hidden
+    head = hidden * hidden + hidden + (hidden * labels + labels if labels else 0)
+    return embeddings + layers * layer + head
 
 
 # vLLM builds RoPE cos/sin caches of [positions, rotary dim] in the model dtype when the model

@@ -133,8 +133,21 @@ def _entry(
     return {"model_name": name, "litellm_params": params, "model_info": _model_info(d)}
 
 
+# model_info.mode by kind (litellm/types/router.py ModelGroupInfo.mode). It does not route:
+# the endpoint a client calls does. It labels the model in LiteLLM's listings and picks the
+# call a health check makes (mvgen leaves background health checks off). hosted_vllm calls
+# <api_base>/embeddings and <api_base>/rerank (llms/hosted_vllm/embedding and rerank
+# transformation.py get_complete_url): /v1/embeddings and /v1/rerank on the gateway.
+MODES = {"chat": "chat", "embed": "embedding", "rerank": "rerank"}
+
+
 def _model_info(d: Deployment) -> dict[str, Any]:
-    info: dict[str, Any] = {"mode": "chat", "max_input_tokens": d.settings.max_model_len}
+    info: dict[str, Any] = {
+        "mode": MODES[d.model.kind],
+        "max_input_tokens": d.settings.max_model_len,
+    }
+    if d.model.pooling:
+        return info  # vision and function calling are chat capabilities
     if d.model.architecture is not None:
         info["supports_vision"] = d.model.architecture.vision
     info["supports_function_calling"] = d.model.tool_parser is not None

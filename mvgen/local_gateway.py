@@ -39,6 +39,7 @@ def served_models(plan: Plan) -> ModelTable:
             m.served_name,
             m.aliases,
             tuple(ServedAdapter(a.name, a.source) for a in m.adapters),
+            m.kind,
         )
         for m in plan.models
     )

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from mvgen.catalog import Architecture, Checkpoint, GpuType
+from mvgen.pooling import runner_args
 
 VLLM_PORT = 8000  # vLLM listens here inside its container, never on a public port
 GATEWAY_FUNCTION = "serve"  # name of the one web function per app: .../<app>-serve.modal.run
@@ -128,10 +129,15 @@ class Model:
     litellm_order: tuple[str, ...] = ()  # GPUs the LiteLLM group tries first, in order
     unknown_reason: str | None = None  # why architecture is None (names the fix)
     adapters: tuple[Adapter, ...] = ()
+    kind: str = "chat"  # chat, embed or rerank (mvgen/pooling.py)
 
     @property
     def names(self) -> tuple[str, ...]:
         return (self.served_name, *self.aliases)
+
+    @property
+    def pooling(self) -> bool:
+        return self.kind != "chat"
 
 
 @dataclass(frozen=True)
@@ -185,6 +191,7 @@ class Deployment:
         if self.checkpoint.revision:
             cmd += ["--revision", self.checkpoint.revision]
         cmd += ["--served-model-name", *self.model.names]
+        cmd += runner_args(self.model.kind, self.architecture, s.extra_args)
         cmd += ["--host", "127.0.0.1", "--port", str(VLLM_PORT)]
         cmd += ["--max-model-len", str(s.max_model_len)]
         cmd += ["--gpu-memory-utilization", f"{s.gpu_memory_utilization:g}"]

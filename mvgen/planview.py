@@ -139,7 +139,8 @@ class Report:
         return out
 
     def low(self, row: Row) -> bool:
-        return row.fit.fits and row.fit.sequences < self.plan.fit_min_sequences
+        fit = row.fit
+        return fit.fits and fit.kv_cache and fit.sequences < self.plan.fit_min_sequences
 
 
 def _misfit(row: Row, vllm: str) -> str:
@@ -262,8 +263,10 @@ def _change_json(report: Report, change: Change) -> dict[str, str]:
 def _row_json(report: Report, row: Row) -> dict[str, Any]:
     d, fit = row.deployment, row.fit
     known = fit.known
+    kv = known and fit.kv_cache  # encoder-only pooling models have no KV figures
     return {
         "model": d.model.key,
+        "kind": d.model.kind,
         "route": d.route,
         "gpu": d.gpu_spec,
         "checkpoint": d.checkpoint.hf_id,
@@ -283,20 +286,22 @@ def _row_json(report: Report, row: Row) -> dict[str, Any]:
             "encoder_gib": _gib(fit.encoder_bytes) if known else None,
             "non_torch_gib": _gib(fit.non_torch_bytes) if known else None,
             "overhead_gib": _gib(fit.overhead_bytes) if known else None,
-            "kv_budget_gib": _gib(fit.kv_budget_bytes) if known else None,
+            "kv_cache": fit.kv_cache if known else None,
+            "headroom_gib": _gib(fit.kv_budget_bytes) if known and not kv else None,
+            "kv_budget_gib": _gib(fit.kv_budget_bytes) if kv else None,
             "kv_budget_range_gib": (
                 [
                     _gib(fit.kv_budget_bytes - fit.below_bytes),
                     _gib(fit.kv_budget_bytes + fit.above_bytes),
                 ]
-                if known
+                if kv
                 else None
             ),
-            "kv_bytes_per_token": fit.kv_bytes_per_token if known else None,
-            "kv_per_sequence_gib": _gib(fit.sequence_bytes) if known else None,
-            "sequences": round(fit.sequences, 2) if known else None,
+            "kv_bytes_per_token": fit.kv_bytes_per_token if kv else None,
+            "kv_per_sequence_gib": _gib(fit.sequence_bytes) if kv else None,
+            "sequences": round(fit.sequences, 2) if kv else None,
             "sequences_range": (
-                [round(fit.sequences_low, 2), round(fit.sequences_high, 2)] if known else None
+                [round(fit.sequences_low, 2), round(fit.sequences_high, 2)] if kv else None
             ),
             "max_num_seqs": fit.max_num_seqs if known else None,
             "max_num_batched_tokens": fit.batched_tokens if known else None,
@@ -360,6 +365,13 @@ def print_report(report: Report) -> None:
         f"time only. $/burst: {report.burst_minutes:g} min of use from zero plus the "
         "scaledown_window idle. $/day on: min_containers kept up all day."
     )
+    if any(row.deployment.model.pooling for row in report.rows):
+        console.print(
+            "(embed), (rerank): pooling models, profiled without a sampler; an encoder-only "
+            "one (BERT, XLM-R) has no KV cache, which vLLM then does not allocate: its KV "
+            "budget column shows the memory left beside the weights and one step's "
+            "activations."
+        )
     for row in report.rows:
         if not row.fit.known:
             d = row.deployment
@@ -405,17 +417,20 @@ def _cells(report: Report, row: Row) -> tuple[str, ...]:
     d, fit = row.deployment, row.fit
     known = fit.known
     label = "low" if report.low(row) else row.fit_label
+    kv = known and fit.kv_cache
+    model = d.model.key + (f" ({d.model.kind})" if d.model.pooling else "")
+    seqs = f"{fit.sequences:.1f} ({fit.sequences_low:.1f}-{fit.sequences_high:.1f})"
     return (
         row.app,
-        d.model.key,
+        model,
         d.gpu_spec,
         weight_label(d),
         str(d.settings.max_model_len),
         f"{fit.weight_bytes / GIB:.1f} GiB" if known else "?",
         _lora(d, fit),
-        _budget(fit) if known else "?",
-        f"{fit.sequence_bytes / GIB:.2f} GiB" if known else "?",
-        f"{fit.sequences:.1f} ({fit.sequences_low:.1f}-{fit.sequences_high:.1f})" if known else "?",
+        _budget(fit) if kv else _headroom(fit) if known else "?",
+        f"{fit.sequence_bytes / GIB:.2f} GiB" if kv else "-" if known else "?",
+        seqs if kv else "-" if known else "?",
         label,
         _money(row.per_hour),
         _money(row.per_burst),
@@ -437,6 +452,11 @@ def _budget(fit: Fit) -> str:
         f"{fit.kv_budget_bytes / GIB:.1f} GiB "
         f"-{fit.below_bytes / GIB:.1f}/+{fit.above_bytes / GIB:.1f}"
     )
+
+
+def _headroom(fit: Fit) -> str:
+    """An encoder-only model's column: no KV cache, and what is left beside it."""
+    return f"none ({fit.kv_budget_bytes / GIB:.1f} GiB free)"
 
 
 def _money(n: float | None) -> str:

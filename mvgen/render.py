@@ -14,7 +14,7 @@ from typing import Any
 
 from mvgen import literals
 from mvgen.image_lock import LOCK_DIR, UV_VERSION, lock_inputs
-from mvgen.plan import HF_CACHE, VLLM_CACHE, VLLM_PORT, App, Plan
+from mvgen.plan import HF_CACHE, VLLM_CACHE, VLLM_PORT, App, Deployment, Plan
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 MANIFEST = "generated/.mvgen-manifest.json"
@@ -75,6 +75,7 @@ def _app_context(plan: Plan, app: App) -> dict[str, Any]:
         "url_example": app.url or f"https://<workspace>--{app.label}.modal.run",
         "deploy_command": deploy_command(plan, app),
         "any_snapshot": any(d.settings.gpu_snapshot for d in deployments),
+        "any_pooling": any(d.model.pooling for d in deployments),
         "models_literal": literals.py(_models_literal(app)),
         "vllm_port": VLLM_PORT,
         "hf_cache": HF_CACHE,
@@ -126,20 +127,19 @@ def deploy_command(plan: Plan, app: App) -> str:
 
 
 def _models_literal(app: App) -> dict[str, Any]:
-    models = {}
-    for d in app.deployments:
-        entry: dict[str, Any] = {
-            "served_name": d.model.served_name,
-            "aliases": list(d.model.aliases),
-            "command": d.vllm_command(),
-            "env": d.vllm_env,
-        }
-        if d.adapters:  # the names requests may use, and what the pool fetches at start
-            entry["adapters"] = [
-                {"name": a.name, "root": a.source, "download": a.download()} for a in d.adapters
-            ]
-        models[d.model.key] = entry
-    return models
+    return {d.model.key: _model_literal(d) for d in app.deployments}
+
+
+def _model_literal(d: Deployment) -> dict[str, Any]:
+    entry: dict[str, Any] = {"served_name": d.model.served_name, "aliases": list(d.model.aliases)}
+    if d.model.pooling:  # chat is the default: a chat model's entry does not say it
+        entry["kind"] = d.model.kind
+    entry.update(command=d.vllm_command(), env=d.vllm_env)
+    if d.adapters:  # the names requests may use, and what the pool fetches at start
+        entry["adapters"] = [
+            {"name": a.name, "root": a.source, "download": a.download()} for a in d.adapters
+        ]
+    return entry
 
 
 def _wrap_comment(text: str) -> list[str]:

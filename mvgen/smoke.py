@@ -2,9 +2,10 @@
 
 It waits through a cold start (polling with backoff, following Modal's 303, honouring
 503 + Retry-After), then runs timed checks: auth on /v1/models, every configured model
-listed, and per model chat, echo, streaming, response_format json_object/json_schema,
-structured_outputs regex/choice/grammar/json, for vision models an image input and, for
-each LoRA adapter, a chat naming it.
+listed, and per model by its kind: for a chat model chat, echo, streaming, response_format
+json_object/json_schema, structured_outputs regex/choice/grammar/json, for vision models an
+image input and, for each LoRA adapter, a chat naming it; for an embedding model
+embeddings, rerank and score; for a reranker rerank and score.
 Every answer is checked by what it must be (a JSON Schema, a full regex match, a member
 of a finite grammar's language), not just by its status code. A host that does not
 resolve fails at once: no cold start makes a DNS name appear.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import re
 import secrets
 import socket
@@ -56,6 +58,16 @@ PERSON_SCHEMA: dict[str, Any] = {
     "required": ["name", "age", "city"],
 }
 JSON_TOKENS = 300  # room for a small object; a cut-off answer would not parse
+# Pooling checks: texts to embed, and a query with one obviously relevant document, which
+# is not the first, so that an unordered answer cannot pass.
+EMBED_INPUTS = ("The quick brown fox.", "A slow green turtle.", "Paris is the capital of France.")
+RERANK_QUERY = "What is the capital of France?"
+RERANK_DOCUMENTS = (
+    "Bananas are rich in potassium.",
+    "Paris is the capital and largest city of France.",
+    "The Pacific is the largest ocean on Earth.",
+)
+RELEVANT = 1  # the index of the relevant document
 
 
 class CheckFailed(Exception):
@@ -75,6 +87,7 @@ class SmokeModel:
     served_name: str  # what /v1/models must list
     vision: bool
     adapters: tuple[str, ...] = ()  # LoRA adapters the app loads for it
+    kind: str = "chat"  # chat, embed or rerank: which checks apply
 
 
 @dataclass(frozen=True)
@@ -90,8 +103,9 @@ def target_for(app: App, url: str, model: str | None = None) -> Target:
         SmokeModel(
             d.model.key,
             d.model.served_name,
-            bool(d.model.architecture and d.model.architecture.vision),
+            bool(d.model.architecture and d.model.architecture.vision and not d.model.pooling),
             tuple(a.name for a in d.adapters),
+            d.model.kind,
         )
         for d in app.deployments
     )
@@ -552,6 +566,95 @@ def check_adapters(ctx: Context, model: SmokeModel) -> str:
     return f"{len(model.adapters)} adapter(s) answer under their own names"
 
 
+# --- pooling models: embeddings, rerank, score ------------------------------------------
+
+
+def _pooling(ctx: Context, model: SmokeModel, path: str, what: str, **fields: Any) -> Any:
+    r = ctx.endpoint.request(
+        "POST",
+        path,
+        what=f"{model.key} {what}",
+        key=ctx.api_key,
+        body={"model": model.key, **fields},
+    )
+    data = _ok_json(r)
+    if not isinstance(data, dict):
+        raise CheckFailed(f"not a JSON object: {json.dumps(data)[:120]}")
+    return data
+
+
+def _number(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise CheckFailed(f"{what} is not a finite number: {json.dumps(value)[:40]}")
+    return float(value)
+
+
+def _indexed(items: Any, count: int, what: str) -> list[dict[str, Any]]:
+    """`items` as a list of objects whose `index` values are 0..count-1, each once."""
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise CheckFailed(f"{what} is not a list of objects")
+    indices = [item.get("index") for item in items]
+    if sorted(i for i in indices if isinstance(i, int)) != list(range(count)):
+        raise CheckFailed(f"{what} has indices {indices[:10]}, not each of 0..{count - 1} once")
+    return items
+
+
+def check_embeddings(ctx: Context, model: SmokeModel) -> str:
+    data = _pooling(
+        ctx,
+        model,
+        "/v1/embeddings",
+        "embeddings (a cold start loads it)",
+        input=list(EMBED_INPUTS),
+        encoding_format="float",
+    )
+    items = _indexed(data.get("data"), len(EMBED_INPUTS), "data")
+    lengths = set()
+    for item in items:
+        vector = item.get("embedding")
+        if not isinstance(vector, list) or not vector:
+            raise CheckFailed(f"embedding {item['index']} is not a list of numbers")
+        for value in vector:
+            _number(value, f"a value of embedding {item['index']}")
+        lengths.add(len(vector))
+    if len(lengths) != 1:
+        raise CheckFailed(f"vectors of different lengths: {sorted(lengths)}")
+    return f"{len(items)} vectors of {lengths.pop()} floats"
+
+
+def check_rerank(ctx: Context, model: SmokeModel) -> str:
+    data = _pooling(
+        ctx,
+        model,
+        "/v1/rerank",
+        "rerank",
+        query=RERANK_QUERY,
+        documents=list(RERANK_DOCUMENTS),
+    )
+    results = _indexed(data.get("results"), len(RERANK_DOCUMENTS), "results")
+    scores = [_number(r.get("relevance_score"), "a relevance_score") for r in results]
+    if scores != sorted(scores, reverse=True):
+        raise CheckFailed(f"results are not ordered by relevance: {[round(x, 3) for x in scores]}")
+    if results[0]["index"] != RELEVANT:
+        raise CheckFailed(
+            f"document {results[0]['index']} ranks first, not the relevant one ({RELEVANT}): "
+            f"{_short(RERANK_DOCUMENTS[results[0]['index']])}"
+        )
+    return f"relevant document first ({scores[0]:.3f} > {scores[1]:.3f})"
+
+
+def check_score(ctx: Context, model: SmokeModel) -> str:
+    data = _pooling(
+        ctx, model, "/v1/score", "score", text_1=RERANK_QUERY, text_2=list(RERANK_DOCUMENTS)
+    )
+    items = _indexed(data.get("data"), len(RERANK_DOCUMENTS), "data")
+    scores = {item["index"]: _number(item.get("score"), "a score") for item in items}
+    best = max(scores, key=lambda i: scores[i])
+    if best != RELEVANT:
+        raise CheckFailed(f"document {best} scores highest, not the relevant one ({RELEVANT})")
+    return f"{len(items)} scores, the relevant document highest ({scores[best]:.3f})"
+
+
 AppCheck = Callable[[Context, "SmokeModel | None"], str]
 ModelCheck = Callable[[Context, SmokeModel], str]
 
@@ -575,10 +678,19 @@ MODEL_CHECKS: tuple[tuple[str, ModelCheck], ...] = (
     ("vision", check_vision),
     ("adapters", check_adapters),
 )
-CHECK_NAMES = tuple(name for name, _ in APP_CHECKS + MODEL_CHECKS)
+# The first check of each kind absorbs the cold start, like "chat".
+POOLING_CHECKS: dict[str, tuple[tuple[str, ModelCheck], ...]] = {
+    "embed": (("embeddings", check_embeddings), ("rerank", check_rerank), ("score", check_score)),
+    "rerank": (("rerank", check_rerank), ("score", check_score)),
+}
+CHECK_NAMES = tuple(
+    dict.fromkeys(name for name, _ in APP_CHECKS + MODEL_CHECKS + sum(POOLING_CHECKS.values(), ()))
+)
 
 
 def checks_for(model: SmokeModel) -> list[tuple[str, ModelCheck]]:
+    if model.kind in POOLING_CHECKS:
+        return list(POOLING_CHECKS[model.kind])
     wanted = {"vision": model.vision, "adapters": bool(model.adapters)}
     return [(n, c) for n, c in MODEL_CHECKS if wanted.get(n, True)]
 
@@ -625,7 +737,7 @@ def _run_target(ctx: Context, progress: Callable[[str], None] | None) -> list[Ch
         for name, model_check in checks_for(model):
             result, gave_up = _timed(ctx, name, model, model_check, progress)
             results.append(result)
-            if gave_up and name == "chat":
+            if gave_up and name == checks_for(model)[0][0]:  # the check that waits
                 reason = f"{model.key} never became ready"
                 results += [_skip(ctx, n, model.key, reason) for n, _ in checks_for(model)[1:]]
                 break

@@ -45,6 +45,8 @@ FIELD_FOR_DEST = {
     "lora_modules": "adapters",
     "max_lora_rank": "adapters (the largest adapter rank, rounded up)",
     "max_loras": "max_loras",
+    "runner": "kind",
+    "task": "kind",  # deprecated in 0.12 for --runner/--convert, which kind renders
 }
 # Options that would cut the gateway off from vLLM, which it reaches over plain HTTP on
 # 127.0.0.1:8000.

@@ -4,8 +4,9 @@ It reuses tests/standin_vllm.py (HTTP, SSE streams, `echo`, readiness, recording
 changes only what the answers say. With behaviour "good" it reads each request's
 constraint (structured_outputs choice / regex / grammar / json, response_format
 json_object / json_schema) and answers with a text that satisfies it, as vLLM's
-constrained decoding would. Each other behaviour breaks exactly one kind of answer, so a
-test can check that the smoke test fails that check and no other.
+constrained decoding would. Its pooling answers (embeddings, rerank, score) are the base
+stand-in's fake vectors and similarities. Each other behaviour breaks exactly one kind of
+answer, so a test can check that the smoke test fails that check and no other.
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ BEHAVIOURS = (
     "regex_miss",  # text the regex does not match
     "bad_grammar",  # a sentence outside the grammar's language
     "no_echo",  # completions ignore echo: the prompt is missing from the text
+    "short_vector",  # the last embedding is one value shorter than the others
+    "missing_vector",  # one embedding fewer than inputs
+    "unordered_rerank",  # rerank results in the documents' order, not by relevance
+    "wrong_top",  # rerank ordered, but by the opposite of relevance
+    "wrong_score",  # /score says the opposite of relevance
 )
 
 
@@ -47,6 +53,32 @@ class ScriptedStandin(StandinServer):
         if self.behaviour == "no_echo" and body.get("echo"):
             body = {**body, "echo": False}
         return await super()._answer(record, body, writer)
+
+    def embeddings(self, body: dict[str, Any]) -> dict[str, Any]:
+        answer = super().embeddings(body)
+        if self.behaviour == "short_vector":
+            answer["data"][-1]["embedding"] = answer["data"][-1]["embedding"][:-1]
+        elif self.behaviour == "missing_vector":
+            answer["data"] = answer["data"][:-1]
+        return answer
+
+    def rerank(self, body: dict[str, Any]) -> dict[str, Any]:
+        answer = super().rerank(body)
+        results = answer["results"]
+        if self.behaviour == "unordered_rerank":
+            results.sort(key=lambda r: r["index"])
+        elif self.behaviour == "wrong_top":  # the scores stay in order, the documents flip
+            flipped = [(r["index"], r["document"]) for r in reversed(results)]
+            for result, (index, document) in zip(results, flipped, strict=True):
+                result["index"], result["document"] = index, document
+        return answer
+
+    def score(self, body: dict[str, Any]) -> dict[str, Any]:
+        answer = super().score(body)
+        if self.behaviour == "wrong_score":
+            for item in answer["data"]:
+                item["score"] = 1 - item["score"]
+        return answer
 
     def scripted_answer(self, body: dict[str, Any]) -> str | None:
         """A text meeting the request's constraint (or breaking it, per behaviour)."""

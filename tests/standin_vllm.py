@@ -5,6 +5,13 @@ It is not vLLM and generates no text worth reading: it answers /health, /v1/mode
 chunk; `echo` honoured on completions) with deterministic tokens `tok0 tok1 ...`, and
 records every request it receives (path, headers, JSON body) for assertions.
 
+It also answers vLLM 0.12's pooling routes, with fake numbers of the right shapes:
+/v1/embeddings (a hashed bag-of-words vector per input, so similar texts get similar
+vectors; `encoding_format` float or base64), /rerank, /v1/rerank and /v2/rerank, /score
+and /v1/score (cosine similarity of those vectors), and /pooling and /classify, which
+vLLM leaves open. Like vLLM 0.12, a route the model's kind lacks (`kinds`) is answered
+with HTTP 200 and an error object.
+
 It is plain asyncio rather than a web framework so that it can misbehave the way real
 servers do: refuse connections until "loaded", answer 503 on /health, delay each chunk,
 return errors, drop the connection, hang, or send bytes that are not HTTP.
@@ -26,13 +33,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import dataclasses
 import json
+import math
+import re
 import socket
+import struct
 import sys
 import threading
 import time
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +64,9 @@ class StandinConfig:
     chunks: int = 4  # content tokens per answer (capped by max_tokens)
     chunk_delay: float = 0.0  # seconds before each streamed chunk
     response_delay: float = 0.0  # seconds before the response starts
+    # served name -> "chat", "embed" or "rerank" (chat when absent): which routes work
+    kinds: dict[str, str] = field(default_factory=dict)
+    embedding_dim: int = 64
 
 
 @dataclass
@@ -102,6 +117,9 @@ class StandinServer:
 
     def completion_requests(self) -> list[RecordedRequest]:
         return [r for r in self._records if r.path.endswith("completions")]
+
+    def pooling_requests(self) -> list[RecordedRequest]:
+        return [r for r in self._records if r.path in POOLING_ROUTES]
 
     def clear(self) -> None:
         self._records.clear()
@@ -215,7 +233,19 @@ class StandinServer:
             if not ready:
                 await _send_json(writer, 503, _error("The stand-in is still loading.", 503))
                 return True
+            if self._kind(record.body) != "chat":
+                await _send_json(writer, 200, _unsupported("Chat Completions API"))
+                return True
             return await self._completion(record, reader, writer)
+        if record.method == "POST" and record.path in POOLING_ROUTES:
+            if not ready:
+                await _send_json(writer, 503, _error("The stand-in is still loading.", 503))
+                return True
+            await asyncio.sleep(self.config.response_delay)
+            status, payload = self.pooling_answer(record.path, record.body)
+            await _send_json(writer, status, payload)
+            record.completed = status == 200
+            return True
         await _send_json(writer, 404, _error("Not Found", 404))
         return True
 
@@ -325,6 +355,94 @@ class StandinServer:
             count = min(count, max_tokens)
         return [f"tok{i} " for i in range(count)]
 
+    # --- pooling routes ---
+
+    def _kind(self, body: Any) -> str:
+        name = body.get("model") if isinstance(body, dict) else None
+        return self.config.kinds.get(str(name), "chat")
+
+    def pooling_answer(self, path: str, body: Any) -> tuple[int, Any]:
+        """(status, JSON) for a pooling route, as vLLM 0.12 shapes it."""
+        if not isinstance(body, dict):
+            return 400, _error("Body must be a JSON object.", 400)
+        if body.get("model") not in self.config.served_names:
+            return 404, _error(f"The model `{body.get('model')}` does not exist.", 404)
+        if self.config.mode == "error":
+            return self.config.error_status, _error("Stand-in error as configured.", 400)
+        route = POOLING_ROUTES[path]
+        kind = self._kind(body)
+        if route not in ROUTES_OF_KIND[kind]:
+            return 200, _unsupported(UNSUPPORTED_API[route])
+        try:
+            if route == "embed":
+                return 200, self.embeddings(body)
+            if route == "rerank":
+                return 200, self.rerank(body)
+            if route == "score":
+                return 200, self.score(body)
+            return 200, {"object": "list", "data": []}  # /pooling, /classify: open in vLLM
+        except (KeyError, TypeError, ValueError) as exc:
+            return 400, _error(f"Invalid request: {exc}", 400)
+
+    def vector(self, text: Any) -> list[float]:
+        """A unit vector from the text's words hashed into embedding_dim buckets."""
+        dim = self.config.embedding_dim
+        values = [0.0] * dim
+        words = re.findall(r"\w+", str(text).lower()) if not isinstance(text, list) else text
+        for word in words:
+            values[zlib.crc32(str(word).encode()) % dim] += 1.0
+        norm = math.sqrt(sum(v * v for v in values)) or 1.0
+        return [v / norm for v in values]
+
+    def similarity(self, a: Any, b: Any) -> float:
+        return sum(x * y for x, y in zip(self.vector(a), self.vector(b), strict=True))
+
+    def embeddings(self, body: dict[str, Any]) -> dict[str, Any]:
+        texts = body["input"]
+        if isinstance(texts, str) or (texts and isinstance(texts[0], int)):
+            texts = [texts]
+        data = []
+        for index, text in enumerate(texts):
+            vector: Any = self.vector(text)
+            if body.get("encoding_format") == "base64":
+                vector = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+            data.append({"index": index, "object": "embedding", "embedding": vector})
+        tokens = sum(len(self.vector_words(t)) for t in texts)
+        return {"id": "embd-standin", "object": "list", "created": int(time.time()),
+                "model": body["model"], "data": data, "usage": _pool_usage(tokens)}  # fmt: skip
+
+    def vector_words(self, text: Any) -> list[Any]:
+        return text if isinstance(text, list) else str(text).split()
+
+    def rerank(self, body: dict[str, Any]) -> dict[str, Any]:
+        query, documents = body["query"], list(body["documents"])
+        scored = [(self.similarity(query, doc), i, doc) for i, doc in enumerate(documents)]
+        scored.sort(key=lambda item: (-item[0], item[1]))
+        top_n = int(body.get("top_n") or 0)
+        results = [
+            {"index": i, "document": {"text": doc, "multi_modal": None}, "relevance_score": score}
+            for score, i, doc in (scored[:top_n] if top_n > 0 else scored)
+        ]
+        tokens = sum(len(self.vector_words(t)) for t in [query, *documents])
+        return {"id": "rerank-standin", "model": body["model"],
+                "usage": {"total_tokens": tokens}, "results": results}  # fmt: skip
+
+    def score(self, body: dict[str, Any]) -> dict[str, Any]:
+        first, second = body["text_1"], body["text_2"]
+        first = [first] if isinstance(first, str) else list(first)
+        second = [second] if isinstance(second, str) else list(second)
+        if len(first) == 1:
+            first = first * len(second)
+        if not second or len(first) != len(second):
+            raise ValueError("Input lengths must be either 1:1, 1:N or N:N")
+        data = [
+            {"index": i, "object": "score", "score": self.similarity(a, b)}
+            for i, (a, b) in enumerate(zip(first, second, strict=True))
+        ]
+        tokens = sum(len(self.vector_words(t)) for t in first + second)
+        return {"id": "score-standin", "object": "list", "created": int(time.time()),
+                "model": body["model"], "data": data, "usage": _pool_usage(tokens)}  # fmt: skip
+
     def _models_body(self) -> dict[str, Any]:
         cards = [
             {"id": name, "object": "model", "created": 0, "owned_by": "standin"}
@@ -334,6 +452,42 @@ class StandinServer:
 
 
 # --- helpers ---------------------------------------------------------------------------
+
+# vLLM 0.12's pooling paths and what each runs (vllm/entrypoints/pooling/*/api_router.py).
+POOLING_ROUTES = {
+    "/v1/embeddings": "embed",
+    "/rerank": "rerank",
+    "/v1/rerank": "rerank",
+    "/v2/rerank": "rerank",
+    "/score": "score",
+    "/v1/score": "score",
+    "/pooling": "pooling",
+    "/classify": "classify",
+}
+# What each kind of model supports: an embedding model also scores and reranks by cosine
+# similarity; a cross-encoder classifies and scores but has no embeddings.
+ROUTES_OF_KIND = {
+    "chat": (),
+    "embed": ("embed", "rerank", "score", "pooling"),
+    "rerank": ("rerank", "score", "pooling", "classify"),
+}
+UNSUPPORTED_API = {
+    "embed": "Embeddings API",
+    "rerank": "Rerank (Score) API",
+    "score": "Score API",
+    "pooling": "Pooling API",
+    "classify": "Classification API",
+}
+
+
+def _unsupported(api: str) -> dict[str, Any]:
+    """vLLM 0.12's answer, with HTTP 200, to a route whose handler the model lacks."""
+    return _error(f"The model does not support {api}", 400)
+
+
+def _pool_usage(tokens: int) -> dict[str, Any]:
+    return {"prompt_tokens": tokens, "total_tokens": tokens, "completion_tokens": 0,
+            "prompt_tokens_details": None}  # fmt: skip
 
 
 def _parse_head(head: bytes) -> tuple[str, str, dict[str, str]]:

@@ -13,7 +13,14 @@ from typing import Any
 
 import pytest
 
-from mvgen.hfconfig import ConfigProblem, quant_method, read_checkpoint, text_config, weight_bytes
+from mvgen.hfconfig import (
+    ConfigProblem,
+    _encoder_params,
+    quant_method,
+    read_checkpoint,
+    text_config,
+    weight_bytes,
+)
 
 HF = Path(__file__).resolve().parent / "data" / "hf"
 # checkpoints (a LoRA adapter's folder holds only its adapter_config.json)
@@ -63,9 +70,13 @@ def test_recorded_files_match_the_checksums_their_provenance_was_written_for() -
 def test_weights_are_the_exact_safetensors_bytes(hf_id: str) -> None:
     _, params, _ = recorded(hf_id)
     arch, ckpt = facts(hf_id)
-    assert ckpt.weight_bytes == 2 * params["BF16"]  # every recorded checkpoint is bf16
-    assert arch.params_b == pytest.approx(params["BF16"] / 1e9, abs=1e-4)
-    assert ckpt.dtype == "bfloat16" and ckpt.quantization is None
+    # every recorded checkpoint is bf16, but the two BAAI encoders, which are fp32
+    ((dtype, count),) = params.items()
+    width, name = {"BF16": (2, "bfloat16"), "F32": (4, "float32")}[dtype]
+    assert ckpt.weight_bytes == width * count
+    assert arch.params_b == pytest.approx(count / 1e9, abs=1e-4)
+    assert ckpt.dtype == name and ckpt.quantization is None
+    assert (dtype == "F32") == hf_id.startswith("BAAI/")
 
 
 # (layers, kv heads, head dim, context, vocabulary, hidden, MLP width per token, experts,
@@ -102,6 +113,59 @@ def test_architecture_fields(hf_id: str) -> None:
         arch.global_layer_every,
     )
     assert got == EXPECTED[hf_id]
+
+
+# --- encoders (embedding models, cross-encoder rerankers) ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("hf_id", "names", "labels"),
+    [
+        ("BAAI/bge-m3", ("XLMRobertaModel",), None),
+        ("BAAI/bge-reranker-v2-m3", ("XLMRobertaForSequenceClassification",), 1),
+    ],
+)
+def test_xlm_roberta_encoders_are_read(hf_id: str, names: tuple, labels: int | None) -> None:
+    arch, ckpt = facts(hf_id)
+    assert arch.encoder_only and arch.hf_architectures == names and arch.num_labels == labels
+    # 24 layers of 16 heads x 64 over 1024; 8194 positions less RoBERTa's pad offset of 2
+    got = (arch.layers, arch.kv_heads, arch.head_dim, arch.max_context, arch.vocab_size)
+    assert got == (24, 16, 64, 8192, 250002)
+    assert (arch.hidden_size, arch.intermediate_size, arch.experts) == (1024, 4096, 0)
+    assert not arch.vision and arch.sliding_window is None and ckpt.dtype == "float32"
+
+
+@pytest.mark.parametrize("hf_id", ["BAAI/bge-m3", "BAAI/bge-reranker-v2-m3"])
+def test_encoder_params_from_the_shapes_are_exact(hf_id: str) -> None:
+    """Without safetensors counts the BERT arithmetic (embeddings, layers, pooler or
+    classifier head) gives the published count to the parameter."""
+    config, params, _ = recorded(hf_id)
+    arch, _ = read_checkpoint(hf_id, config, None)
+    assert arch.params_b == round(params["F32"] / 1e9, 4)
+    assert _encoder_params(config, 1024, 24, 4096, 8194, arch.num_labels) == params["F32"]
+
+
+def test_encoders_take_transformers_defaults() -> None:
+    bert = {"model_type": "bert", "architectures": ["BertModel"]}
+    arch, _ = read_checkpoint("x/bert", bert, None)
+    # BertConfig: 12 x 768, 3072 wide, 512 positions, no position offset
+    assert (arch.layers, arch.hidden_size, arch.intermediate_size) == (12, 768, 3072)
+    assert arch.max_context == 512 and arch.encoder_only and arch.num_labels is None
+    roberta = {"model_type": "roberta", "architectures": ["RobertaForSequenceClassification"]}
+    arch, _ = read_checkpoint("x/roberta", roberta, None)
+    assert arch.max_context == 512 - 2 and arch.vocab_size == 50265
+    assert arch.num_labels == 2  # transformers makes two labels when none are named
+
+
+def test_encoders_mvgen_cannot_size_are_named() -> None:
+    config = {"model_type": "modernbert", "architectures": ["ModernBertModel"]}
+    with pytest.raises(ConfigProblem, match="ModernBertModel is an encoder-only model"):
+        read_checkpoint("answerdotai/ModernBERT-base", config, None)
+
+
+def test_decoders_keep_their_architecture_names() -> None:
+    arch, _ = facts("Qwen/Qwen3-30B-A3B")
+    assert arch.hf_architectures == ("Qwen3MoeForCausalLM",) and not arch.encoder_only
 
 
 def test_text_only_models_have_no_vision_tower() -> None:

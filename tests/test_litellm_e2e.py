@@ -12,12 +12,16 @@ pointed at local stand-ins:
 
 so the failover groups can be watched: gemma-3-12b starts on l40s (cheapest);
 gemma-3-27b tries h100 then h200; qwen3-vl-30b tries h100, a100, then l40s.
-The client is the `openai` SDK, as for any user of the proxy.
+Two pooling models on l40s, an embedder (kind: embed) and a reranker (kind: rerank), are
+reached through the proxy's /v1/embeddings and /v1/rerank.
+The client is the `openai` SDK, as for any user of the proxy (httpx for rerank, which the
+SDK has no call for).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import socket
@@ -50,6 +54,19 @@ CHAT = [{"role": "user", "content": "Say hello"}]
 PROXY_START_LIMIT = 120.0  # seconds; it takes about 10 here
 ORDERS = {"gemma-3-27b": ["h100", "h200"], "qwen3-vl-30b": ["h100", "a100"]}
 ADAPTER = "gemma-notes"  # a LoRA adapter of gemma-3-12b
+# Pooling models, served on l40s only; `architecture:` stands in for a lock entry.
+POOLING_MODELS = {
+    "bge-m3": {"hf_id": "BAAI/bge-m3", "kind": "embed"},
+    "bge-reranker": {"hf_id": "BAAI/bge-reranker-v2-m3", "kind": "rerank"},
+}
+ENCODER = {"params_b": 0.568, "layers": 24, "kv_heads": 16, "head_dim": 64}
+ENCODER |= {"max_context": 8192, "encoder_only": True}
+QUERY = "What is the capital of France?"
+DOCUMENTS = [
+    "Bananas are rich in potassium.",
+    "Paris is the capital of France.",
+    "The Pacific is the largest ocean.",
+]
 SLOW_START = 1.5  # seconds before b200's stand-in answers
 KEEPALIVE = 0.2  # its gateway's SSE keep-alive interval while it waits
 # 1x1 PNG
@@ -108,6 +125,11 @@ class Stack:
         servers = {**self.standins, **self.broken}
         return {gpu: len(s.completion_requests()) for gpu, s in servers.items()}
 
+    def last_pooling(self, gpu: str) -> tuple[str, dict[str, Any]]:
+        requests = self.standins[gpu].pooling_requests()
+        assert requests, f"the {gpu} stand-in received no pooling request"
+        return requests[-1].path, requests[-1].body
+
 
 def test_config(tmp: Path) -> Path:
     """The seed's deployments.yaml with a litellm_order for two models, and a LoRA
@@ -116,6 +138,9 @@ def test_config(tmp: Path) -> Path:
     for model, order in ORDERS.items():
         data["models"][model]["litellm_order"] = order
     data["models"]["gemma-3-12b"]["adapters"] = {ADAPTER: {"path": "adapters/notes", "rank": 8}}
+    for key, spec in POOLING_MODELS.items():
+        data["models"][key] = {**spec, "gpus": ["l40s"], "max_model_len": 8192}
+        data["models"][key]["architecture"] = ENCODER
     path = tmp / "deployments.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
@@ -193,16 +218,19 @@ def wait_live(url: str, process: subprocess.Popen, log: Path) -> float:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("litellm-e2e")
     config = test_config(tmp)
-    served = {m.key: m.served_name for m in load_plan(config).models}
+    plan = load_plan(config)
+    served = {m.key: m.served_name for m in plan.models}
     names = [*served.values(), ADAPTER]  # vLLM answers to its adapters' names too
+    kinds = {m.served_name: m.kind for m in plan.models}
     with contextlib.ExitStack() as stack_:
         standins, gateways, bases = {}, {}, {}
         with temporary_env("API_KEY", VLLM_KEY):  # the gateway reads it at creation
             for gpu, slow in (("l40s", False), ("h200", False), ("b200", True)):
                 delay = SLOW_START if slow else 0.0
-                standin = StandinConfig(served_names=names, response_delay=delay)
+                standin = StandinConfig(served_names=names, response_delay=delay, kinds=kinds)
                 server = stack_.enter_context(StandinServer(standin))
-                upstreams = {key: f"{server.url}/v1" for key in served}
+                mine = [k for k in served if gpu == "l40s" or k not in POOLING_MODELS]
+                upstreams = {key: f"{server.url}/v1" for key in mine}
                 app = gateway_app(config, upstreams, KEEPALIVE if slow else None)
                 gateways[gpu] = Recording(app)
                 standins[gpu] = server
@@ -386,13 +414,63 @@ def test_stream_survives_a_slow_start(stack: Stack) -> None:
     assert stack.last("b200")["model"] == stack.served["gemma-3-12b"]
 
 
+# --- pooling models ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["bge-m3-l40s", "bge-m3"])  # the route, then the group
+def test_embeddings_through_the_openai_sdk(stack: Stack, name: str) -> None:
+    answer = stack.client().embeddings.create(model=name, input=["first text", "second"])
+    assert [d.index for d in answer.data] == [0, 1]
+    vectors = [d.embedding for d in answer.data]
+    assert {len(v) for v in vectors} == {64}  # the stand-in's width
+    assert all(math.isfinite(x) for v in vectors for x in v)
+    path, body = stack.last_pooling("l40s")
+    assert path == "/v1/embeddings" and body["model"] == stack.served["bge-m3"]
+    assert body["input"] == ["first text", "second"]
+    # The SDK asks for base64 by default and decodes it; vLLM 0.12 supports base64.
+    assert body["encoding_format"] == "base64"
+    assert not LITELLM_PARAMS & set(body), body
+
+
+def test_rerank_through_the_proxy(stack: Stack) -> None:
+    """LiteLLM's /v1/rerank (hosted_vllm posts to <api_base>/rerank, so /v1/rerank on the
+    gateway, which sends vLLM's /rerank). The openai SDK has no rerank call: plain httpx."""
+    request = {"model": "bge-reranker-l40s", "query": QUERY, "documents": DOCUMENTS, "top_n": 2}
+    with httpx.Client(trust_env=False, timeout=60) as http:
+        response = http.post(
+            f"{stack.proxy_url}/v1/rerank",
+            json=request,
+            headers={"Authorization": f"Bearer {MASTER_KEY}"},
+        )
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [r["index"] for r in results] == [1, 2]  # the relevant document first, top_n 2
+    scores = [r["relevance_score"] for r in results]
+    assert scores == sorted(scores, reverse=True)
+    path, body = stack.last_pooling("l40s")
+    assert path == "/rerank" and body["model"] == stack.served["bge-reranker"]
+    # exactly the client's fields: no litellm_params, and LiteLLM 1.108.7 adds none of its
+    # own (no return_documents) for hosted_vllm
+    assert body == {**request, "model": stack.served["bge-reranker"]}
+
+
+def test_a_chat_call_to_an_embedding_model_fails_without_reaching_vllm(stack: Stack) -> None:
+    before = len(stack.standins["l40s"].requests)
+    with pytest.raises(openai.BadRequestError) as refused:
+        stack.client().chat.completions.create(model="bge-m3-l40s", messages=CHAT)
+    assert "kind: embed" in str(refused.value)
+    assert len(stack.standins["l40s"].requests) == before
+
+
+LITELLM_PARAMS = {"api_base", "api_key", "order", "timeout", "stream_timeout"}
+
+
 def test_litellm_params_never_reach_vllm(stack: Stack) -> None:
     """Only `model` of the generated litellm_params may travel; the rest is LiteLLM's."""
     stack.client().chat.completions.create(model="gemma-3-12b", messages=CHAT)
-    generated = {"api_base", "api_key", "order", "timeout", "stream_timeout"}
     for server in stack.standins.values():
         for request in server.completion_requests():
-            assert not generated & set(request.body), request.body
+            assert not LITELLM_PARAMS & set(request.body), request.body
 
 
 # --- failover groups ----------------------------------------------------------------------

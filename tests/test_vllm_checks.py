@@ -128,7 +128,7 @@ def test_quantization_path_names_the_layer_that_set_it(write_config) -> None:
         (["--kv-cache-dtype=fp9"], 0, "fp9", "did you mean 'fp8'?"),  # inline: the flag's item
         (["--load-format", "safetensor"], 1, "safetensor", "did you mean 'safetensors'?"),
         (["--dtype", "bf16"], 1, "bf16", "did you mean 'bfloat16'?"),
-        (["--runner", "embedding"], 1, "embedding", "one of: auto, draft, generate, pooling"),
+        (["--convert", "embeddings"], 1, "embeddings", "did you mean 'embed'?"),
         (["--convert", "embedd"], 1, "embedd", "did you mean 'embed'?"),
         (["--block-size", "24"], 1, "24", "one of: 1, 8, 16, 32, 64, 128, 256"),
     ],
@@ -176,6 +176,8 @@ MANAGED = [
     (["--enable-sleep-mode"], "gpu_snapshot"),
     (["--model", "org/other"], "hf_id (or per_gpu.<gpu>.checkpoint)"),
     (["--max-num-seqs", "16"], "max_num_seqs"),
+    (["--runner", "pooling"], "kind"),
+    (["--task", "embed"], "kind"),  # deprecated in 0.12 for --runner/--convert
 ]
 
 

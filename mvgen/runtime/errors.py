@@ -118,6 +118,21 @@ class ModelNotDeployed(ApiError):
         )
 
 
+def embedded_error_status(data: Any) -> int | None:
+    """The status of an error vLLM 0.12 answers with HTTP 200: a route whose handler the
+    model lacks (embeddings on a chat model, chat on an embedder, ...) returns its
+    `ErrorResponse` object instead of a JSONResponse, which FastAPI serialises with the
+    route's default 200 (vllm/entrypoints/pooling/*/api_router.py, api_server.py). The body
+    is `{"error": {"message", "type", "param", "code": 400}}`; its code is the status
+    (502 when it is no HTTP error status). None for any other body."""
+    if not isinstance(data, dict) or set(data) != {"error"} or not isinstance(data["error"], dict):
+        return None
+    code = data["error"].get("code")
+    if isinstance(code, int) and not isinstance(code, bool) and 400 <= code <= 599:
+        return code
+    return 502
+
+
 def relay_error_content(status: int, content: bytes) -> bytes:
     """An upstream error body as JSON: unchanged when it already is JSON, else wrapped
     in an OpenAI-shaped error that quotes the start of what the upstream said."""

@@ -2,7 +2,8 @@
 
 It authenticates with a Bearer key, resolves the requested model by any of its names,
 forwards the JSON body with only `model` rewritten, and relays answers and SSE streams.
-Only four routes exist; vLLM's other (unauthenticated) routes are never reachable.
+Only the routes below exist, each served to the kinds of model that have it (chat, or
+embeddings and rerank); vLLM's other (unauthenticated) routes are never reachable.
 See docs/gateway.md for the behaviour and the reasons behind it.
 """
 
@@ -28,8 +29,25 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .backends import Backend, UpstreamResponse, check_status, relay_headers
-from .errors import ApiError, UpstreamProtocolError, error_body, relay_error_content
-from .models import ModelTable, ServedModel, Target
+from .errors import (
+    ApiError,
+    UpstreamProtocolError,
+    embedded_error_status,
+    error_body,
+    relay_error_content,
+)
+from .models import (
+    CHAT_PATH,
+    COMPLETIONS_PATH,
+    EMBEDDINGS_PATH,
+    KIND_NAMES,
+    RERANK_PATH,
+    SCORE_PATH,
+    ModelTable,
+    ServedModel,
+    Target,
+    routes_text,
+)
 from .start_failures import StartGate
 from .streaming import DIRECT_SEND, StreamPolicy, StreamRelay, until_disconnected
 
@@ -37,10 +55,17 @@ log = logging.getLogger("mvgen.gateway")
 
 T = TypeVar("T")
 
-
-CHAT_PATH = "/v1/chat/completions"
-COMPLETIONS_PATH = "/v1/completions"
-ROUTE_PATHS = frozenset({"/health", "/v1/models", CHAT_PATH, COMPLETIONS_PATH})
+POOLING_PATHS = (EMBEDDINGS_PATH, RERANK_PATH, SCORE_PATH)
+ROUTE_PATHS = frozenset({"/health", "/v1/models", CHAT_PATH, COMPLETIONS_PATH, *POOLING_PATHS})
+# Where vLLM 0.12 serves each pooling route: /rerank and /score run the handlers of
+# /v1/rerank and /v1/score without their deprecation warnings (a warning on every /v1/score
+# call; vllm/entrypoints/pooling/score/api_router.py). The client never reaches these paths
+# itself: vLLM's --api-key leaves every path outside /v1 open.
+UPSTREAM_PATHS = {EMBEDDINGS_PATH: "/v1/embeddings", RERANK_PATH: "/rerank", SCORE_PATH: "/score"}
+# encoding_format values the gateway relays: vLLM's "bytes" is a raw application/octet-stream
+# body with its layout in a `metadata` header (vllm/entrypoints/pooling/embed/api_router.py),
+# neither of which the gateway relays.
+ENCODING_FORMATS = ("float", "base64")
 CLIENT_CLOSED_REQUEST = 499  # nginx's convention; only ever seen in our log line
 
 
@@ -137,6 +162,7 @@ class _Gateway:
             Route("/v1/models", self.list_models, methods=["GET"]),
             Route(CHAT_PATH, self.chat_completions, methods=["POST"]),
             Route(COMPLETIONS_PATH, self.completions, methods=["POST"]),
+            *(Route(path, self.pooling, methods=["POST"]) for path in POOLING_PATHS),
         ]
 
     @contextlib.asynccontextmanager
@@ -158,11 +184,13 @@ class _Gateway:
                 "object": "model",
                 "created": self._created,
                 "owned_by": "mvgen",
+                "kind": model.kind,  # not OpenAI's; clients ignore keys they do not know
             }
             for model in sorted(self._models.models, key=lambda m: m.served_name)
         ]
         # LoRA adapters after the models, with their base as vLLM lists them: `root` is
-        # where the adapter comes from, `parent` the base model's served name.
+        # where the adapter comes from, `parent` the base model's served name; an adapter
+        # serves its base model's routes, so it has its kind.
         adapters = [(a, m) for m in self._models.models for a in m.adapters]
         data += [
             {
@@ -170,6 +198,7 @@ class _Gateway:
                 "object": "model",
                 "created": self._created,
                 "owned_by": "mvgen",
+                "kind": model.kind,
                 "root": adapter.root,
                 "parent": model.served_name,
             }
@@ -183,19 +212,31 @@ class _Gateway:
     async def completions(self, request: Request) -> Response:
         return await self._generate(request, COMPLETIONS_PATH)
 
+    async def pooling(self, request: Request) -> Response:
+        """/v1/embeddings, /v1/rerank, /v1/score: never streamed, forwarded to vLLM's own
+        path for the route."""
+        path = request.url.path
+        self._authorize(request)
+        held = BodyReservation(self._budget)
+        try:
+            body = await read_json_object(request, self._settings, held)
+            model = self._target(request, body, path).model
+            check_pooling_body(path, body)
+            if self._gate is not None:
+                await self._gate.check(model)
+            return await self._forward(request, model, UPSTREAM_PATHS[path], body)
+        finally:
+            held.release()
+
     async def _generate(self, request: Request, path: str) -> Any:
         self._authorize(request)
         held = BodyReservation(self._budget)
         try:
             body = await read_json_object(request, self._settings, held)
-            target = self._resolve(body)
+            target = self._target(request, body, path)
             model = target.model  # an adapter's requests go to its base model's pool
             stream = stream_flag(body)
-            request.state.model = model.key
-            if target.adapter is not None:
-                request.state.adapter = target.adapter.name
             request.state.stream = stream
-            body["model"] = target.upstream_name  # an adapter's name makes vLLM apply it
             if self._gate is not None:
                 await self._gate.check(model)  # a pool that keeps failing to start is not woken
             if stream:
@@ -212,6 +253,18 @@ class _Gateway:
         finally:
             if held is not None:
                 held.release()
+
+    def _target(self, request: Request, body: dict[str, Any], path: str) -> Target:
+        """What the body's "model" names, checked against the route, noted for the request
+        log, and renamed in the body to what vLLM knows it as (an adapter's name makes vLLM
+        apply it)."""
+        target = self._resolve(body)
+        request.state.model = target.model.key
+        if target.adapter is not None:
+            request.state.adapter = target.adapter.name
+        self._check_route(target, path)
+        body["model"] = target.upstream_name
+        return target
 
     def _guarded(self, model: ServedModel, work: Awaitable[T]) -> Awaitable[T]:
         return work if self._gate is None else self._gate.guard(model, work)
@@ -262,6 +315,20 @@ class _Gateway:
             )
         if not key_matches(token, self._keys):
             raise _unauthorized("invalid_api_key", "Invalid API key.")
+
+    def _check_route(self, target: Target, path: str) -> None:
+        """A route the model's kind does not serve is refused here, without waking a GPU:
+        vLLM 0.12 would answer it with HTTP 200 and an error body. An adapter serves its
+        base model's routes."""
+        model = target.model
+        if path in model.routes:
+            return
+        raise ApiError(
+            400,
+            "unsupported_route",
+            f"Model '{target.upstream_name}' is {KIND_NAMES[model.kind]} (kind: {model.kind}): "
+            f"it serves {routes_text(model.kind)}, not {path}.",
+        )
 
     def _resolve(self, body: dict[str, Any]) -> Target:
         name = body.get("model")
@@ -419,6 +486,23 @@ def stream_flag(body: dict[str, Any]) -> bool:
     return stream
 
 
+def check_pooling_body(path: str, body: dict[str, Any]) -> None:
+    """What a pooling route refuses before the model sees it: streams, and embeddings as raw
+    bytes (ENCODING_FORMATS)."""
+    if body.get("stream") not in (None, False):
+        raise ApiError(
+            400, "invalid_stream", f"{path} does not stream: leave out 'stream' or set it false."
+        )
+    encoding = body.get("encoding_format")
+    if path == EMBEDDINGS_PATH and encoding is not None and encoding not in ENCODING_FORMATS:
+        raise ApiError(
+            400,
+            "unsupported_encoding_format",
+            f"encoding_format {str(encoding)[:40]!r} is not relayed by this gateway: use "
+            "'float' (the default) or 'base64'.",
+        )
+
+
 def _too_large(limit: int) -> ApiError:
     return ApiError(413, "request_too_large", f"The request body is larger than {limit} bytes.")
 
@@ -439,13 +523,14 @@ def relay_response(upstream: UpstreamResponse) -> Response:
     headers.setdefault("content-type", "application/json")
     if 200 <= upstream.status < 300:
         try:
-            json.loads(upstream.content)
+            data = json.loads(upstream.content)
         except (ValueError, RecursionError):
             raise UpstreamProtocolError(
                 "The model server answered with a body that is not JSON.",
                 code="bad_upstream_response",
             ) from None
-        return Response(upstream.content, upstream.status, headers=headers)
+        status = embedded_error_status(data) or upstream.status  # vLLM's 200 + error object
+        return Response(upstream.content, status, headers=headers)
     content = relay_error_content(upstream.status, upstream.content)
     headers["content-type"] = "application/json"
     return Response(content, upstream.status, headers=headers)

@@ -6,6 +6,29 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+CHAT_PATH = "/v1/chat/completions"
+COMPLETIONS_PATH = "/v1/completions"
+EMBEDDINGS_PATH = "/v1/embeddings"
+RERANK_PATH = "/v1/rerank"
+SCORE_PATH = "/v1/score"
+
+# The gateway routes each kind of model serves (deployments.yaml `kind:`). vLLM 0.12 answers
+# /rerank and /score for an embedding model too, by cosine similarity of the embeddings
+# (vllm/entrypoints/pooling/score/serving.py `_embedding_score`); a cross-encoder has no
+# embeddings (its pooler serves classify and score only).
+KIND_ROUTES: dict[str, tuple[str, ...]] = {
+    "chat": (CHAT_PATH, COMPLETIONS_PATH),
+    "embed": (EMBEDDINGS_PATH, RERANK_PATH, SCORE_PATH),
+    "rerank": (RERANK_PATH, SCORE_PATH),
+}
+KIND_NAMES = {"chat": "a chat model", "embed": "an embedding model", "rerank": "a reranker"}
+
+
+def routes_text(kind: str) -> str:
+    """`/v1/embeddings, /v1/rerank and /v1/score`: a kind's routes, for messages."""
+    routes = KIND_ROUTES[kind]
+    return ", ".join(routes[:-1]) + " and " + routes[-1]
+
 
 @dataclass(frozen=True)
 class ServedAdapter:
@@ -21,9 +44,14 @@ class ServedModel:
     served_name: str  # the name vLLM serves (first --served-model-name)
     aliases: tuple[str, ...] = ()  # other names accepted in requests
     adapters: tuple[ServedAdapter, ...] = ()
+    kind: str = "chat"  # a key of KIND_ROUTES
 
     def names(self) -> tuple[str, ...]:
         return (self.served_name, self.key, *self.aliases)
+
+    @property
+    def routes(self) -> tuple[str, ...]:
+        return KIND_ROUTES[self.kind]
 
 
 @dataclass(frozen=True)
@@ -89,7 +117,7 @@ def models_from_literal(data: Mapping[str, Mapping[str, Any]]) -> ModelTable:
 
     `{"gemma-3-12b": {"served_name": "google/gemma-3-12b-it", "aliases": [...],
     "adapters": [{"name": "support-bot", "root": "org/support-lora", ...}], ...}}`;
-    other keys are ignored here.
+    `kind` is there for pooling models only (chat when absent); other keys are ignored here.
     """
     models = []
     for key, entry in data.items():
@@ -101,5 +129,8 @@ def models_from_literal(data: Mapping[str, Mapping[str, Any]]) -> ModelTable:
             ServedAdapter(str(a["name"]), str(a.get("root") or a["name"]))
             for a in entry.get("adapters") or ()
         )
-        models.append(ServedModel(key, served_name, aliases, adapters))
+        kind = entry.get("kind", "chat")
+        if kind not in KIND_ROUTES:
+            raise ValueError(f"model {key!r} has unknown kind {kind!r}")
+        models.append(ServedModel(key, served_name, aliases, adapters, kind))
     return ModelTable(models)

@@ -38,8 +38,11 @@ from .modal_backend import (
 log = logging.getLogger("mvgen.vllm")
 
 # The only vLLM routes a pool forwards; vLLM's other open routes stay unreachable even
-# from inside the app.
-FORWARDED_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
+# from inside the app. The gateway sends /v1/rerank and /v1/score to vLLM's /rerank and
+# /score (gateway.py UPSTREAM_PATHS); /pooling, /classify and /v2/rerank are never forwarded.
+FORWARDED_PATHS = frozenset(
+    {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/rerank", "/score"}
+)
 
 TAIL_LINES = 200  # vLLM output kept for explaining a failed start (a traceback fits)
 DRAIN_TIMEOUT = 5.0  # seconds to read what vLLM printed before it exited
