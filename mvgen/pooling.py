@@ -72,7 +72,8 @@ def runner_args(kind: str, arch: Architecture | None, extra_args: Sequence[str])
 
 def kind_check(plan: Plan, lines: Lines, warnings: list[str]) -> list[Problem]:
     """Refuse a kind the checkpoint contradicts, where its config.json (the lock) says so
-    and vLLM would not serve the kind's routes; and text-only fields on a pooling model."""
+    and vLLM would not serve the kind's routes; and text-only fields and LoRA adapters on a
+    pooling model."""
     found: dict[tuple[str, str], Problem] = {}
     for d in plan.deployments:
         for path, message, hint in _findings(d):
@@ -98,6 +99,18 @@ def _findings(d: Deployment) -> list[tuple[tuple[str, ...], str, str]]:
                         f"remove {field}, or set kind: chat",
                     )
                 )
+        if model.adapters:
+            out.append(
+                (
+                    ("models", model.key, "adapters"),
+                    f"LoRA adapters are served on chat models only, and {model.key} is "
+                    f"{KIND_NAMES[model.kind]} (kind: {model.kind}): vLLM 0.12 refuses LoRA "
+                    "on its BERT and XLM-RoBERTa encoders at start ('does not support LoRA "
+                    "yet'), and mvgen routes, lists in LiteLLM and smoke-tests adapters as "
+                    "chat models",
+                    "remove adapters:, or put the adapters on a chat model",
+                )
+            )
     if arch is None or not arch.hf_architectures or overridden(d.settings.extra_args):
         return out
     names = "/".join(arch.hf_architectures)

@@ -379,3 +379,27 @@ def test_adding_the_documented_pooling_models_the_readme_way(tmp_path: Path) -> 
     assert set(pooling) == {"bge-m3", "bge-reranker"}
     for row in pooling.values():
         assert row["fit"]["status"] == "fits" and row["fit"]["kv_cache"] is False
+
+
+# --- LoRA adapters: chat models only -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("hf_id", "kind"), [(EMBEDDER, "embed"), (RERANKER, "rerank"), (DECODER, "embed")]
+)
+def test_lora_adapters_on_a_pooling_model_are_refused(
+    tmp_path: Path, hf_id: str, kind: str
+) -> None:
+    """vLLM 0.12 refuses --enable-lora on its BERT and XLM-RoBERTa encoders at start
+    (v1/worker/lora_model_runner_mixin.py: "... does not support LoRA yet"; BertModel and
+    the XLM-R classes do not implement SupportsLoRA); a decoder embedder would load one, but
+    mvgen serves adapters as chat models, so both are refused before anything is rendered."""
+    models = f"p:\n  hf_id: {hf_id}\n  kind: {kind}\n  max_model_len: 8192\n"
+    models += "  adapters:\n    notes: {path: adapters/notes, rank: 16}\n"
+    (problem,) = problems_of(tmp_path, models, entry(hf_id))
+    assert problem.path == "models.p.adapters"
+    assert f"(kind: {kind})" in problem.message and "chat models only" in problem.message
+    assert problem.hint == "remove adapters:, or put the adapters on a chat model"
+    chat = models.replace(f"  kind: {kind}\n", "") if hf_id == DECODER else None
+    if chat is not None:  # the same adapter on the same checkpoint served for chat is fine
+        assert [a.name for a in plan_of(tmp_path, chat, entry(hf_id)).adapters] == ["notes"]
