@@ -121,7 +121,22 @@ def test_models_lists_adapters_with_their_base(servers) -> None:
     assert cards["alpha-sql"]["parent"] == ALPHA
     assert cards["alpha-chat-v2"]["root"] == "/root/.cache/huggingface/adapters/v2"
     assert "parent" not in cards[ALPHA]
+    # an adapter serves its base model's routes: it has the base's kind
+    assert {card["kind"] for card in cards.values()} == {"chat"}
     assert alpha.requests == []  # listed by the gateway: no pool is woken
+
+
+@pytest.mark.parametrize("route", ["/v1/embeddings", "/v1/rerank", "/v1/score"])
+def test_an_adapter_on_a_pooling_route_is_refused_like_its_base(servers, route: str) -> None:
+    url, alpha, _ = servers
+    body = {"model": "alpha-sql", "input": "x", "query": "q", "documents": ["d"]}
+    with client(url) as c:
+        response = c.post(route, json=body)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "unsupported_route"
+    assert error["message"].startswith("Model 'alpha-sql' is a chat model (kind: chat)")
+    assert alpha.requests == []
 
 
 def test_an_unknown_adapter_is_a_404_listing_the_adapters(servers) -> None:

@@ -403,3 +403,39 @@ def test_lora_adapters_on_a_pooling_model_are_refused(
     chat = models.replace(f"  kind: {kind}\n", "") if hf_id == DECODER else None
     if chat is not None:  # the same adapter on the same checkpoint served for chat is fine
         assert [a.name for a in plan_of(tmp_path, chat, entry(hf_id)).adapters] == ["notes"]
+
+
+def test_an_app_serves_adapters_and_pooling_models_side_by_side(tmp_path: Path) -> None:
+    """A chat model with an adapter beside the two BAAI models: the vLLM commands, the
+    gateway's model table and mvgen plan each keep both features."""
+    from conftest import run_cli
+
+    qwen = "Qwen/Qwen2.5-7B-Instruct"
+    models = BOTH + f"qwen:\n  hf_id: {qwen}\n  max_model_len: 8192\n"
+    models += "  adapters:\n    notes: {path: adapters/notes, rank: 16}\n"
+    path = write(tmp_path, models, entry(EMBEDDER), entry(RERANKER), entry(qwen))
+    plan = load_plan(path)
+    commands = {d.model.key: d.vllm_command() for d in plan.deployments}
+    assert "--enable-lora" in commands["qwen"] and "--runner" not in commands["qwen"]
+    for key in ("bge-m3", "bge-reranker"):
+        assert "--runner" in commands[key] and "--enable-lora" not in commands[key]
+    app_file = render_files(plan)["generated/vllm_h100.py"]
+    namespace: dict[str, Any] = {}
+    start = app_file.index("MODELS = ")
+    exec(app_file[start : app_file.index("\n}\n", start) + 3], namespace)  # the literal only
+    assert namespace["MODELS"]["qwen"]["adapters"][0]["name"] == "notes"
+    table = models_from_literal(namespace["MODELS"])
+    notes = table.target("notes")
+    assert notes is not None and notes.model.key == "qwen" and notes.model.kind == "chat"
+    assert table.resolve("bge-m3").kind == "embed"
+    assert table.resolve("bge-reranker").kind == "rerank"
+    shown = run_cli("plan", "--config", str(path)).output
+    assert "bge-m3 (embed)" in shown and "1 x r16:" in shown
+    rows = {
+        r["model"]: r
+        for a in json.loads(run_cli("plan", "--config", str(path), "--json").output)["apps"]
+        for r in a["models"]
+    }
+    assert rows["qwen"]["kind"] == "chat" and rows["qwen"]["adapters"]["names"] == ["notes"]
+    assert rows["qwen"]["fit"]["lora_gib"] > 0 and rows["qwen"]["fit"]["kv_cache"] is True
+    assert rows["bge-m3"]["adapters"] is None and rows["bge-m3"]["fit"]["kv_cache"] is False
