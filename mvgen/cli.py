@@ -582,9 +582,20 @@ def _print_waits(text: str) -> None:
     is_flag=True,
     help="Serve without an API key. Only for a machine nobody else can reach.",
 )
+@click.option(
+    "--gpu",
+    metavar="GPU",
+    help="A GPU short name from the config, written in each request's log line (the "
+    "upstreams' GPU, for `mvgen stats`-style figures).",
+)
 @friendly_errors
 def gateway(
-    config_path: Path, upstreams: tuple[str, ...], host: str, port: int, no_auth: bool
+    config_path: Path,
+    upstreams: tuple[str, ...],
+    host: str,
+    port: int,
+    no_auth: bool,
+    gpu: str | None,
 ) -> None:
     """Run the deployed gateway locally, in front of servers you run (key from API_KEY,
     or the variable secrets.api_key.key names)."""
@@ -593,6 +604,9 @@ def gateway(
 
     plan = load(config_path)
     models = ModelTable(ServedModel(m.key, m.served_name, m.aliases) for m in plan.models)
+    gpus = sorted(g.key for g in plan.gpus)
+    if gpu is not None and gpu not in gpus:
+        raise click.BadParameter(f"unknown GPU {gpu!r}; choose from: {', '.join(gpus)}")
     try:
         run_local_gateway(
             models,
@@ -601,6 +615,7 @@ def gateway(
             port=port,
             no_auth=no_auth,
             api_key_env=plan.api_key_secret.key,
+            gpu=gpu,
         )
     except GatewayStartupError as exc:
         click.echo(f"error: {exc}", err=True)
