@@ -222,6 +222,7 @@ class StreamRelay:
         if self._direct is not None:
             send, counts = self._direct
         usage = self._usage
+        plain = PLAIN_ENDINGS
         last = b"\n\n"
         first = True
         try:
@@ -231,7 +232,7 @@ class StreamRelay:
                 if first:
                     first = False
                     self._state["first_token_at"] = time.perf_counter()
-                if usage.held or not chunk.endswith(PLAIN_ENDINGS):
+                if usage.held or not chunk.endswith(plain):
                     chunk = usage.feed(chunk)
                     if not chunk:
                         continue
