@@ -479,7 +479,8 @@ def stats(config_path: Path, gpu: str | None, model: str | None, since: str, as_
     figures = s.summarize(parsed.records, model)
     names = [app.name for app in apps]
     if parsed.unreadable:
-        click.echo(f"note: {parsed.unreadable} request lines could not be read", err=True)
+        lines = "line" if parsed.unreadable == 1 else "lines"
+        click.echo(f"note: {parsed.unreadable} request {lines} could not be read", err=True)
     if as_json:
         report = s.stats_json(
             figures, gpu=str(gpu), apps=names, since=since, unreadable=parsed.unreadable

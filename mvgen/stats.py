@@ -191,7 +191,8 @@ def stats_table(stats: Sequence[ModelStats], title: str) -> Any:
     columns = ("model", "requests", "streamed", "TTFT p50 ms", "TTFT p99 ms")
     columns += ("tok/s p50 stream", "tok/s p50 answer", "cold starts", "errors")
     for column in columns:
-        table.add_column(column, overflow="fold", justify="left" if column == "model" else "right")
+        left = column in ("model", "errors")
+        table.add_column(column, overflow="fold", justify="left" if left else "right")
     for s in stats:
         errors = ", ".join(f"{code} {count}" for code, count in s.errors.items()) or "-"
         table.add_row(

@@ -102,7 +102,7 @@ def test_table_and_model_filter(tmp_path, fake_modal):
     assert result.exit_code == 0, result.output
     assert "vllm-h100: 2 requests since 2d" in result.stdout
     assert "qwen3-vl-30b" in result.stdout and "gemma-3-12b" not in result.stdout
-    assert "1 request lines could not be read" in result.stderr
+    assert "note: 1 request line could not be read" in result.stderr
     assert fake_modal.calls()[0][3:5] == ["--since", "2d"]
     table = mvgen(root, "stats", "--gpu", "h100").stdout
     assert "95000.0" in table and "upstream_400 1" in table and "(none)" in table
