@@ -34,7 +34,7 @@ pytestmark = pytest.mark.timeout(60)
 SECRET = "PROMPT-SECRET-5309"
 CHAT = {"model": "alpha", "messages": [{"role": "user", "content": SECRET}]}
 FIELDS = {
-    "method", "route", "model", "gpu", "stream", "status", "ttft_ms", "tokens_out",
+    "method", "route", "model", "adapter", "gpu", "stream", "status", "ttft_ms", "tokens_out",
     "duration_ms", "cold_start", "error", "stream_error", "client_disconnected",
     "bytes_in", "bytes_out",
 }  # fmt: skip

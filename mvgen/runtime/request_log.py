@@ -39,6 +39,7 @@ def request_record(
         "method": method if method in METHODS else "(other)",
         "route": route,
         "model": state.get("model"),
+        "adapter": state.get("adapter"),  # a LoRA adapter's name; `model` is its base
         "gpu": gpu,
         "stream": bool(state.get("stream")),
         "status": status,
