@@ -24,9 +24,10 @@ from typing import Any
 USAGE_MARK = b'"choices":[],"usage":'
 ERROR_MARK = b'{"error"'
 PLAIN_ENDINGS = (b"]}\n\n", b"l}\n\n")
-# An unfinished event is held back at most this long; past it, it is relayed as it comes
-# (and a usage event that large would go unseen).
-MAX_HELD_BYTES = 1024 * 1024
+# An unfinished event is held back at most this long; past it, it is relayed as it comes.
+# The usage event is a few hundred bytes, so a longer one cannot be it, and a stream never
+# holds more than about one read from the upstream.
+MAX_HELD_BYTES = 64 * 1024
 
 _EVENT = re.compile(rb".*?(?:\r\n\r\n|\n\n|\r\r)", re.S)
 _EVENT_ENDS = (b"\r\n\r\n", b"\n\n", b"\r\r")
