@@ -99,6 +99,11 @@ url: .venv/.synced ## endpoint URL of GPU=h100 [MODEL=...]
 logs: .venv/.synced ## recent logs of GPU=h100 [MODEL=...] [FOLLOW=1]
 	$(MVGEN) logs --config $(CONFIG) $(APP_ARGS) $(if $(FOLLOW),--follow)
 
+SINCE ?=
+
+stats: .venv/.synced ## per-model TTFT, tokens/s, cold starts, errors of GPU=h100 [MODEL=...] [SINCE=1h] [JSON=1]
+	$(MVGEN) stats --config $(CONFIG) $(APP_ARGS) $(if $(SINCE),--since $(SINCE)) $(if $(JSON),--json)
+
 stop: .venv/.synced ## stop the app of GPU=h100 [MODEL=...]
 	$(MVGEN) stop --config $(CONFIG) $(APP_ARGS)
 
@@ -115,7 +120,7 @@ warm: .venv/.synced ## keep containers of GPU=h100 MODEL=... up for FOR=2h [MIN=
 	@test -n "$(FOR)" || { echo "usage: make warm GPU=h100 MODEL=gemma-3-27b FOR=2h [MIN=1]"; exit 2; }
 	$(MVGEN) warm --config $(CONFIG) $(APP_ARGS) --for $(FOR) $(if $(MIN),--min $(MIN))
 
-.PHONY: deploy deploy-all url logs stop test test-all warm
+.PHONY: deploy deploy-all url logs stats stop test test-all warm
 
 BENCH_ARGS ?=
 

@@ -50,6 +50,7 @@ class LoadSpec:
     first_index: int = 0  # this process's first client among all processes' clients
     all_clients: int = 0  # clients over all processes (for the stagger), 0: just these
     gaps: bool = False  # record the time between consecutive chunks of each stream
+    usage: bool = True  # streams ask for the usage event (stream_options.include_usage)
 
 
 @dataclass
@@ -84,7 +85,9 @@ def request_body(spec: LoadSpec) -> bytes:
         "max_tokens": spec.tokens,
     }
     if spec.stream:
-        body |= {"stream": True, "stream_options": {"include_usage": True}}
+        body["stream"] = True
+    if spec.stream and spec.usage:
+        body["stream_options"] = {"include_usage": True}
     return json.dumps(body).encode()
 
 

@@ -278,7 +278,8 @@ class Bench:
         return row
 
     def spec(self, workload: Workload, path: Route, times: Durations, start: float) -> LoadSpec:
-        events = workload.tokens + 1 if workload.stream and path.exact_events else 0
+        usage = not self.args.no_client_usage
+        events = workload.tokens + 1 if workload.stream and path.exact_events and usage else 0
         return LoadSpec(
             url=path.url,
             model=path.model.format(workload.suffix),
@@ -294,6 +295,7 @@ class Bench:
             stagger=times.warmup * 0.75 if workload.gaps else workload.stagger,
             all_clients=workload.clients,
             gaps=workload.gaps,
+            usage=usage,
         )
 
     def load_procs(self, clients: int, cpus: tuple[int, ...] | None) -> int:
@@ -723,6 +725,12 @@ def main() -> None:
     parser.add_argument("--time-limit", type=float, default=1200.0, help="seconds, whole run")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     parser.add_argument("--profile", type=Path, help="py-spy the gateway's rows into this dir")
+    parser.add_argument(
+        "--no-client-usage",
+        action="store_true",
+        help="streams do not ask for the usage event, so the gateway asks for it and drops "
+        "it (event counts are then not checked: the stand-in sends it anyway)",
+    )
     parser.add_argument(
         "--standin-thread-burn-ms",
         type=float,

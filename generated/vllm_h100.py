@@ -294,7 +294,8 @@ def serve():
     return create_app(
         models_from_literal(MODELS),
         ModalBackend(Vllm),
-        settings=GatewaySettings(api_key_env=API_KEY_ENV),
+        # The GPU names this app in each request's log line (`mvgen stats`).
+        settings=GatewaySettings(api_key_env=API_KEY_ENV, gpu="h100"),
         gate=gate,
     )
 

@@ -346,7 +346,7 @@ def plan(
         sys.exit(1)
 
 
-# --- deploy, url, logs, stop, test: thin calls of mvgen/deploy.py and mvgen/smoke.py ---
+# --- deploy, url, logs, stats, stop, test: thin calls of mvgen/deploy.py, stats.py, smoke.py ---
 
 
 def gpu_model_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -455,6 +455,57 @@ def logs(config_path: Path, gpu: str | None, model: str | None, follow: bool) ->
 
     app = d.one_app(d.select_apps(load(config_path), gpu, model), "mvgen logs")
     sys.exit(d.ModalCli().passthrough("app", "logs", app.name, *(["-f"] if follow else [])))
+
+
+@main.command()
+@config_option
+@gpu_model_options
+@click.option(
+    "--since",
+    default="1h",
+    show_default=True,
+    metavar="TIME",
+    help="From this long ago (30m, 2h, 1d; at most 35d) or this ISO 8601 time until now.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON for machines.")
+@friendly_errors
+@deploy_errors
+def stats(config_path: Path, gpu: str | None, model: str | None, since: str, as_json: bool) -> None:
+    """Per-model time to first token, tokens/s, cold starts and errors, from the gateway's
+    request lines in a GPU's app logs (`modal app logs`; legacy: each model's app)."""
+    import json
+
+    from rich.console import Console
+
+    from mvgen import deploy as d
+    from mvgen import stats as s
+
+    apps = d.select_apps(load(config_path), gpu, model)  # a wrong name lists the choices
+    since = s.check_since(since)
+    modal = d.ModalCli()
+    parsed = s.Parsed()
+    for app in apps:
+        s.parse_records(s.fetch_log_text(modal, app.name, since), parsed)
+    figures = s.summarize(parsed.records, model)
+    names = [app.name for app in apps]
+    if parsed.unreadable:
+        lines = "line" if parsed.unreadable == 1 else "lines"
+        click.echo(f"note: {parsed.unreadable} request {lines} could not be read", err=True)
+    if as_json:
+        report = s.stats_json(
+            figures, gpu=str(gpu), apps=names, since=since, unreadable=parsed.unreadable
+        )
+        click.echo(json.dumps(report, indent=2))
+        return
+    if not figures:
+        click.echo(
+            f"no request lines in the logs of {', '.join(names)} since {since} (an app "
+            "deployed before mvgen wrote them has none: redeploy it)",
+            err=True,
+        )
+        return
+    count = sum(f.requests for f in figures)
+    Console().print(s.stats_table(figures, f"{', '.join(names)}: {count} requests since {since}"))
 
 
 @main.command()
@@ -592,9 +643,20 @@ def _print_waits(text: str) -> None:
     is_flag=True,
     help="Serve without an API key. Only for a machine nobody else can reach.",
 )
+@click.option(
+    "--gpu",
+    metavar="GPU",
+    help="A GPU short name from the config, written in each request's log line (the "
+    "upstreams' GPU, for `mvgen stats`-style figures).",
+)
 @friendly_errors
 def gateway(
-    config_path: Path, upstreams: tuple[str, ...], host: str, port: int, no_auth: bool
+    config_path: Path,
+    upstreams: tuple[str, ...],
+    host: str,
+    port: int,
+    no_auth: bool,
+    gpu: str | None,
 ) -> None:
     """Run the deployed gateway locally, in front of servers you run (key from API_KEY,
     or the variable secrets.api_key.key names)."""
@@ -602,6 +664,9 @@ def gateway(
 
     plan = load(config_path)
     models = served_models(plan)
+    gpus = sorted(g.key for g in plan.gpus)
+    if gpu is not None and gpu not in gpus:
+        raise click.BadParameter(f"unknown GPU {gpu!r}; choose from: {', '.join(gpus)}")
     try:
         run_local_gateway(
             models,
@@ -610,6 +675,7 @@ def gateway(
             port=port,
             no_auth=no_auth,
             api_key_env=plan.api_key_secret.key,
+            gpu=gpu,
         )
     except GatewayStartupError as exc:
         click.echo(f"error: {exc}", err=True)

@@ -55,15 +55,17 @@ def build_local_app(
     *,
     no_auth: bool = False,
     api_key_env: str = API_KEY_ENV,
+    gpu: str | None = None,
 ) -> Starlette:
-    """The gateway app for `mvgen gateway`, after the same checks run_local_gateway makes."""
+    """The gateway app for `mvgen gateway`, after the same checks run_local_gateway makes.
+    `gpu` is what its request log lines say the models run on."""
     if not no_auth and not load_api_keys(api_key_env):
         raise GatewayStartupError(
             f"{api_key_env} is not set: export {api_key_env}=<key> (comma-separate several "
             "keys to rotate them), or pass --no-auth to serve without authentication."
         )
     backend = HttpBackend(check_upstreams(models, upstreams), connect_wait=LOCAL_CONNECT_WAIT)
-    settings = GatewaySettings(api_key_env=api_key_env, require_auth=not no_auth)
+    settings = GatewaySettings(api_key_env=api_key_env, require_auth=not no_auth, gpu=gpu)
     return create_app(models, backend, settings=settings)
 
 
@@ -109,11 +111,12 @@ def run_local_gateway(
     no_auth: bool = False,
     api_key_env: str = API_KEY_ENV,
     limits: ServerLimits | None = None,
+    gpu: str | None = None,
 ) -> None:
     """Serve until interrupted. Raises GatewayStartupError before binding anything when
     the configuration is unusable; models without an upstream answer 503."""
     _configure_logging()  # first, so the gateway adds no handler of its own
-    app = build_local_app(models, upstreams, no_auth=no_auth, api_key_env=api_key_env)
+    app = build_local_app(models, upstreams, no_auth=no_auth, api_key_env=api_key_env, gpu=gpu)
     if no_auth:
         _warn_no_auth(host, port)
     served = check_upstreams(models, upstreams)

@@ -609,10 +609,17 @@ def _stream_events(path: str, body: dict[str, Any], pieces: list[str]) -> list[b
         last = i == len(pieces) - 1
         choices.append({"index": 0, **key, "finish_reason": "length" if last else None})
     payloads: list[dict[str, Any]] = [{**base, "choices": [c]} for c in choices]
-    if (body.get("stream_options") or {}).get("include_usage"):
+    if _include_usage(body.get("stream_options")):
         payloads.append({**base, "choices": [], "usage": _usage(path, body, pieces)})
-    events = [b"data: " + json.dumps(p).encode() + b"\n\n" for p in payloads]
+    # Compact, as vLLM's pydantic model_dump_json writes its events.
+    events = [b"data: " + json.dumps(p, separators=(",", ":")).encode() + b"\n\n" for p in payloads]
     return [*events, b"data: [DONE]\n\n"]
+
+
+def _include_usage(options: Any) -> bool:
+    """vLLM 0.12's rule (entrypoints/utils.py should_include_usage): a stream_options
+    object asks for the usage event unless its include_usage is false or null."""
+    return isinstance(options, dict) and bool(options.get("include_usage", True))
 
 
 # --- subprocess entry point ---------------------------------------------------------------

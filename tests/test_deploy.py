@@ -63,6 +63,11 @@ class FakeModal:
 
 @pytest.fixture
 def fake_modal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeModal:
+    return use_fake_modal(tmp_path, monkeypatch)
+
+
+def use_fake_modal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeModal:
+    """Make mvgen run the stand-in for `modal`, with a fresh state in `tmp_path`."""
     # mvgen runs the modal beside its Python before PATH's: point that lookup at the stand-in
     monkeypatch.setattr(deploy, "find_modal", lambda: str(FAKE_MODAL_DIR / "modal"))
     monkeypatch.setenv("PATH", f"{FAKE_MODAL_DIR}{os.pathsep}{os.environ['PATH']}")

@@ -16,11 +16,16 @@ import httpx
 from conftest import BASE_CONFIG, ROOT
 from standin_vllm import StandinConfig, StandinServer, free_port
 
+from mvgen.runtime.request_log import parse_line
+
 KEY = "cli-test-key"
 
 
 @contextmanager
-def mvgen_gateway(config, *args: str, env: dict[str, str]) -> Iterator[str]:
+def mvgen_gateway(
+    config, *args: str, env: dict[str, str], output: list[str] | None = None
+) -> Iterator[str]:
+    """The command serving on a free port; what it printed goes to `output` at the end."""
     port = free_port()
     cmd = [sys.executable, "-m", "mvgen", "gateway", "--config", str(config), "--port", str(port)]
     proc = subprocess.Popen(
@@ -45,6 +50,11 @@ def mvgen_gateway(config, *args: str, env: dict[str, str]) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+        assert proc.stdout is not None
+        printed = proc.stdout.read().decode()
+        proc.stdout.close()
+        if output is not None:
+            output.append(printed)
 
 
 def gateway_env(**extra: str) -> dict[str, str]:
@@ -119,3 +129,30 @@ def test_gateway_command_reads_the_key_variable_the_config_names(write_config) -
     )  # fmt: skip
     assert missing.returncode == 2
     assert "GATEWAY_KEYS is not set" in missing.stderr
+
+
+def test_gateway_command_writes_its_gpu_in_the_request_lines(write_config) -> None:
+    config = write_config()
+    output: list[str] = []
+    with StandinServer(StandinConfig(served_names=["google/gemma-3-12b-it"])) as upstream:
+        args = (f"--upstream=gemma-3-12b={upstream.url}", "--gpu", "l40s")
+        with mvgen_gateway(config, *args, env=gateway_env(API_KEY=KEY), output=output) as url:
+            body = {"model": "gemma-3-12b", "prompt": "Hi", "max_tokens": 2}
+            headers = {"Authorization": f"Bearer {KEY}"}
+            response = httpx.post(f"{url}/v1/completions", json=body, headers=headers)
+            assert response.status_code == 200
+    records = [r for r in map(parse_line, output[0].splitlines()) if r]
+    [record] = [r for r in records if r["route"] == "/v1/completions"]
+    assert (record["gpu"], record["model"], record["tokens_out"]) == ("l40s", "gemma-3-12b", 2)
+    assert {r["gpu"] for r in records} == {"l40s"}  # /health too
+
+
+def test_gateway_command_refuses_a_gpu_the_config_lacks(write_config) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "mvgen", "gateway", "--config", str(write_config()),
+         "--gpu", "h10"],
+        cwd=ROOT, env=gateway_env(API_KEY=KEY), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "unknown GPU 'h10'; choose from: h100, l40s" in result.stderr
+    assert "Traceback" not in result.stderr

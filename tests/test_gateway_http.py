@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Iterator
 
 import httpx
@@ -31,6 +30,7 @@ from mvgen.runtime import gateway as gateway_module
 from mvgen.runtime.backends import HttpBackend, UpstreamResponse, UpstreamStream
 from mvgen.runtime.gateway import key_matches
 from mvgen.runtime.models import ServedModel
+from mvgen.runtime.request_log import parse_line
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -516,21 +516,24 @@ def test_one_log_line_per_request_without_key_or_prompt(
             r.read()
 
     def lines() -> list[str]:
-        return [r.getMessage() for r in caplog.records if r.getMessage().startswith("request ")]
+        return [r.getMessage() for r in caplog.records if parse_line(r.getMessage())]
 
     wait_until(lambda: len(lines()) >= 6, 5, "log lines missing")
     logged = lines()
     assert len(logged) == 6
-    fields = [dict(re.findall(r"(\w+)=(\S+)", line)) for line in logged]
-    assert [f["status"] for f in fields] == ["200", "401", "404", "200", "404", "200"]
+    fields = [parse_line(line) or {} for line in logged]
+    assert [f["status"] for f in fields] == [200, 401, 404, 200, 404, 200]
     assert [f["route"] for f in fields] == [
         "/v1/chat/completions", "/v1/models", "/v1/completions", "/v1/models", "(unknown)",
         "/v1/completions",
     ]  # fmt: skip
+    assert [f["error"] for f in fields] == [
+        None, "invalid_api_key", "model_not_found", None, "not_found", None
+    ]  # fmt: skip
     assert fields[0]["model"] == "alpha" and fields[5]["model"] == "beta"
-    assert fields[5]["stream"] == "true"
+    assert fields[5]["stream"] is True
     for f in fields:
-        assert int(f["latency_ms"]) >= 0 and int(f["bytes_out"]) > 0
-    assert int(fields[0]["bytes_in"]) > 0
+        assert f["duration_ms"] >= 0 and f["bytes_out"] > 0
+    assert fields[0]["bytes_in"] > 0
     text = "\n".join(logged)
     assert secret_prompt not in text and API_KEY not in text and "wrong-" not in text

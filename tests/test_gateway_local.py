@@ -22,6 +22,7 @@ from mvgen.local_gateway import (
     run_local_gateway,
 )
 from mvgen.runtime.models import ModelTable, ServedModel, models_from_literal
+from mvgen.runtime.request_log import parse_line
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -144,10 +145,10 @@ def test_run_local_gateway_serves_until_interrupted(no_auth: bool) -> None:
             stderr = stop(proc)
     assert proc.returncode is not None
     assert "no upstream for beta" in stderr
-    request_lines = [line for line in stderr.splitlines() if "mvgen.gateway request " in line]
+    records = [parse_line(line) for line in stderr.splitlines() if "mvgen.gateway" in line]
     for route, status in (("/v1/chat/completions", 200), ("/v1/completions", 503)):
-        [line] = [line for line in request_lines if f"route={route} " in line]
-        assert f"status={status} " in line
+        [record] = [r for r in records if r and r["route"] == route]
+        assert record["status"] == status
     assert API_KEY not in stderr
     assert ("WARNING: --no-auth" in stderr) is no_auth
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -27,9 +28,12 @@ from mvgen.runtime.modal_backend import (
     STREAM_END,
     ModalBackend,
     put_batches,
+    response_from_wire,
     send_stream,
+    waited_for_start,
 )
 from mvgen.runtime.models import ServedModel
+from mvgen.runtime.request_log import parse_line
 from mvgen.runtime.vllm_process import PoolServer
 
 pytestmark = pytest.mark.timeout(60)
@@ -211,6 +215,52 @@ def test_cold_pool_stream_is_kept_alive_until_the_first_chunk(upstream: StandinS
     assert lines[0] == ": waiting for the model to start"
     assert lines.count(": keep-alive") >= 3
     assert lines[-3] == "data: [DONE]"
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_a_request_that_waited_for_the_container_is_a_cold_start(
+    upstream: StandinServer, streamed: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The stand-in's first input starts the "container": its PoolServer (whose age the
+    # pool sends) is made 2 s after the gateway spawned the call.
+    caplog.set_level(logging.INFO, logger="mvgen.gateway")
+    with modal_gateway(upstream, standin_options={"start_delay": 2.0}) as (url, _):
+        with client(url) as c:
+            for _ in range(2):
+                response = c.post("/v1/chat/completions", json={**CHAT, "stream": streamed})
+                assert response.status_code == 200
+
+    def records() -> list[dict]:
+        return [r for r in (parse_line(m.getMessage()) for m in caplog.records) if r]
+
+    wait_until(lambda: len(records()) == 2, 5, "log lines missing")
+    cold, warm = records()
+    assert (cold["cold_start"], warm["cold_start"]) == (True, False)
+    assert cold["ttft_ms"] >= 2000 and warm["ttft_ms"] < 2000
+    assert cold["tokens_out"] == warm["tokens_out"] == 3
+
+
+def test_pool_answers_say_how_long_the_pool_has_been_ready(upstream: StandinServer) -> None:
+    async def call() -> tuple[dict, dict]:
+        pool = PoolServer(upstream.port)
+        await asyncio.sleep(0.3)
+        try:
+            result = await pool.request("/v1/completions", {"model": ALPHA, "prompt": "x"})
+            items = pool.stream("/v1/completions", {"model": ALPHA, "stream": True})
+            start = await anext(items)
+            await items.aclose()
+            return result, start
+        finally:
+            await pool.aclose()
+
+    result, start = asyncio.run(call())
+    assert 0.3 <= result["ready_age"] <= start["ready_age"] < 30
+    assert waited_for_start(5.0, 1.0) is True  # spawned 5 s ago, ready for 1 s
+    assert waited_for_start(5.0, 4.5) is False  # within the margin for the trip back
+    assert waited_for_start(0.2, 100.0) is False
+    assert waited_for_start(5.0, None) is None  # a pool that does not say (FailedPool)
+    assert response_from_wire({**result, "ready_age": 0.5}, waited=3.0).cold_start is True
+    assert response_from_wire(result).cold_start is None
 
 
 def test_models_without_a_pool_are_not_deployed(upstream: StandinServer) -> None:

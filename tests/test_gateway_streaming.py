@@ -13,6 +13,8 @@ import openai
 import pytest
 from gateway_fixtures import ALPHA, API_KEY, BETA, auth, client, gateway_over, standin, wait_until
 
+from mvgen.runtime.request_log import parse_line
+
 pytestmark = pytest.mark.timeout(90)
 
 
@@ -93,11 +95,13 @@ def test_client_disconnect_cancels_the_upstream_request(caplog: pytest.LogCaptur
         assert not record.completed
         assert record.chunks_sent < 100
 
-    def logged() -> list[str]:
-        return [r.getMessage() for r in caplog.records if "route=/v1/chat" in r.getMessage()]
+    def logged() -> list[dict]:
+        records = [parse_line(r.getMessage()) for r in caplog.records]
+        return [r for r in records if r and r["route"] == "/v1/chat/completions"]
 
     wait_until(lambda: len(logged()) == 1, 5, "no log line for the cancelled stream")
-    assert "client_disconnected=true" in logged()[0]
+    assert logged()[0]["client_disconnected"] is True
+    assert logged()[0]["error"] == "client_disconnected"
 
 
 def test_openai_sdk_streams_chat_and_completions_with_usage() -> None:

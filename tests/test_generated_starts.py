@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import threading
 import time
@@ -36,6 +37,7 @@ from test_modal_apps import import_app
 
 from mvgen.config import load_plan
 from mvgen.runtime import lifecycle, start_failures
+from mvgen.runtime.request_log import parse_line
 from mvgen.runtime.vllm_process import VllmProcess, VllmStartupError
 
 pytestmark = [
@@ -252,6 +254,38 @@ def test_legacy_mode_keeps_the_api_key_from_vllm(
     (start,) = recorded_starts(env.record)
     assert start["hf_token"] == HF_TOKEN
     assert API_KEY_NAME not in start["env_names"]
+
+
+# --- the request log line -------------------------------------------------------------------
+
+
+def request_records(caplog: pytest.LogCaptureFixture, count: int) -> list[dict]:
+    def records() -> list[dict]:
+        return [r for r in (parse_line(m.getMessage()) for m in caplog.records) if r]
+
+    wait_until(lambda: len(records()) >= count, 5, "request log lines missing")
+    return records()
+
+
+def test_legacy_mode_logs_its_gpu_and_the_wait_for_vllm(
+    write_config, tmp_path: Path, env: SimpleNamespace, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="mvgen.gateway")
+    generated = render(write_config, tmp_path, mode="legacy")
+    module = import_app(generated / "vllm_gemma_3_12b_h100.py")
+    harness = AppHarness(module, InMemoryDict(), env)
+    harness.new_port()
+    env.monkeypatch.setenv("STANDIN_VLLM_READY_AFTER", "1.0")
+    try:
+        with serve_asgi(module.serve.local()) as url, client(url) as c:
+            assert c.post("/v1/chat/completions", json=CHAT).status_code == 200
+            assert c.post("/v1/chat/completions", json={**CHAT, "stream": True}).is_success
+    finally:
+        harness.close()
+    cold, warm = request_records(caplog, 2)
+    assert (cold["gpu"], warm["gpu"]) == ("h100", "h100")
+    assert (cold["cold_start"], warm["cold_start"]) == (True, False)
+    assert cold["tokens_out"] == warm["tokens_out"] and cold["tokens_out"] > 0
 
 
 # --- failed starts in gpu mode ------------------------------------------------------------

@@ -53,6 +53,8 @@ class UpstreamResponse:
     status: int
     headers: dict[str, str]  # filtered to RELAYED_RESPONSE_HEADERS
     content: bytes
+    # The request waited for the model server to start (None: the backend cannot tell).
+    cold_start: bool | None = None
 
 
 @dataclass
@@ -63,6 +65,7 @@ class UpstreamStream:
     headers: dict[str, str]
     chunks: AsyncIterator[bytes]
     _close: Callable[[], Awaitable[Any]] = field(repr=False)
+    cold_start: bool | None = None  # as UpstreamResponse.cold_start
 
     async def aclose(self) -> None:
         await self._close()
@@ -281,7 +284,7 @@ class HttpUpstream:
         self._retry_after = retry_after
 
     async def request(self, method: str, path: str, body: dict | None = None) -> UpstreamResponse:
-        response = await self._send(method, path, body)
+        response, waited = await self._send(method, path, body)
         try:
             status, headers = self._head(response)
             content = await self._read_whole(response)
@@ -289,7 +292,7 @@ class HttpUpstream:
             response.close()  # unfinished: the connection is closed, never reused
             raise
         response.release()
-        return UpstreamResponse(status, headers, content)
+        return UpstreamResponse(status, headers, content, cold_start=waited)
 
     async def healthy(self, timeout: float = 5.0) -> bool:
         """One GET /health, no retries: a loading server simply is not healthy yet."""
@@ -304,7 +307,7 @@ class HttpUpstream:
         return response.status == 200
 
     async def stream(self, path: str, body: dict) -> UpstreamStream:
-        response = await self._send("POST", path, body, stream=True)
+        response, waited = await self._send("POST", path, body, stream=True)
         try:
             status, headers = self._head(response)
         except BaseException:
@@ -320,7 +323,7 @@ class HttpUpstream:
             else:
                 response.close()
 
-        return UpstreamStream(status, headers, chunks, close)
+        return UpstreamStream(status, headers, chunks, close, cold_start=waited)
 
     def _head(self, response: aiohttp.ClientResponse) -> tuple[int, dict[str, str]]:
         encoding = response.headers.get("content-encoding", "identity").strip().lower()
@@ -359,7 +362,9 @@ class HttpUpstream:
 
     async def _send(
         self, method: str, path: str, body: dict | None, *, stream: bool = False
-    ) -> aiohttp.ClientResponse:
+    ) -> tuple[aiohttp.ClientResponse, bool]:
+        """The response, and whether connections were refused at first: the server was
+        still starting (vLLM listens only once the model is loaded)."""
         url = self._base + path
         data = headers = None
         if body is not None:
@@ -367,14 +372,16 @@ class HttpUpstream:
             data = json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
             headers = {"content-type": "application/json"}
         deadline = time.monotonic() + self._connect_wait
+        waited = False
         while True:
             try:
                 if not stream:
-                    return await self._client.session.request(
+                    response = await self._client.session.request(
                         method, url, data=data, headers=headers, allow_redirects=False
                     )
+                    return response, waited
                 async with asyncio.timeout(self._client.read_timeout):  # until the head
-                    return await self._client.session.request(
+                    response = await self._client.session.request(
                         method,
                         url,
                         data=data,
@@ -382,6 +389,7 @@ class HttpUpstream:
                         allow_redirects=False,
                         timeout=self._client.stream_timeout,
                     )
+                    return response, waited
             except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
                 if time.monotonic() >= deadline:
                     raise UpstreamUnavailable(
@@ -389,6 +397,7 @@ class HttpUpstream:
                         "(it may still be loading the model).",
                         retry_after=self._retry_after,
                     ) from exc
+                waited = True
                 await asyncio.sleep(CONNECT_RETRY_INTERVAL)
             except _FAILURES as exc:
                 raise _failure(exc, self._label) from None

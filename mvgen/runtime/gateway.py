@@ -48,7 +48,9 @@ from .models import (
     Target,
     routes_text,
 )
+from .request_log import format_line, request_record
 from .start_failures import StartGate
+from .stream_usage import ask_for_usage
 from .streaming import DIRECT_SEND, StreamPolicy, StreamRelay, until_disconnected
 
 log = logging.getLogger("mvgen.gateway")
@@ -89,6 +91,7 @@ class GatewaySettings:
     keepalive_interval: float = 10.0
     stream_start_timeout: float = 600.0
     max_error_body_bytes: int = 64 * 1024
+    gpu: str | None = None  # the GPU the app serves on, for the request log line
 
     def stream_policy(self) -> StreamPolicy:
         return StreamPolicy(
@@ -125,7 +128,7 @@ def create_app(
     )
     # "/v1/models/" must be a 404 like any other unknown path, not a redirect.
     app.router.redirect_slashes = False
-    return RequestLogMiddleware(app)
+    return RequestLogMiddleware(app, gpu=settings.gpu)
 
 
 def load_api_keys(env_var: str) -> tuple[bytes, ...]:
@@ -246,6 +249,7 @@ class _Gateway:
                     self._settings.stream_policy(),
                     target.upstream_name,
                     on_opened=held.release,
+                    strip_usage=ask_for_usage(body),  # the log line's token count
                 )
                 held = None
                 return relay
@@ -283,7 +287,10 @@ class _Gateway:
         if upstream is None:
             request.state.client_disconnected = True
             return Response(status_code=CLIENT_CLOSED_REQUEST)
-        return relay_response(upstream)
+        state = request.scope["state"]
+        state["first_token_at"] = time.perf_counter()  # the whole answer, for the log
+        state["cold_start"] = upstream.cold_start
+        return relay_response(upstream, state)
 
     def _not_ready(self, model: ServedModel) -> ApiError:
         budget = self._settings.cold_start_budget
@@ -514,26 +521,38 @@ def _unauthorized(code: str, message: str) -> ApiError:
 # --- upstream answers ----------------------------------------------------------------
 
 
-def relay_response(upstream: UpstreamResponse) -> Response:
+def relay_response(upstream: UpstreamResponse, state: dict[str, Any] | None = None) -> Response:
     """The upstream's status and body; a success must be JSON, an error becomes JSON.
     Status and headers are checked here, whatever the backend, so the client always
-    gets a well-formed answer."""
+    gets a well-formed answer. `state` (the request's) gets what the log line needs."""
     check_status(upstream.status)
     headers = relay_headers(upstream.headers)
     headers.setdefault("content-type", "application/json")
+    state = {} if state is None else state
     if 200 <= upstream.status < 300:
         try:
-            data = json.loads(upstream.content)
+            answer = json.loads(upstream.content)
         except (ValueError, RecursionError):
             raise UpstreamProtocolError(
                 "The model server answered with a body that is not JSON.",
                 code="bad_upstream_response",
             ) from None
-        status = embedded_error_status(data) or upstream.status  # vLLM's 200 + error object
+        status = embedded_error_status(answer) or upstream.status  # vLLM's 200 + error object
+        if status != upstream.status:
+            state["error"] = f"upstream_{status}"
+        state["tokens_out"] = completion_tokens(answer)
         return Response(upstream.content, status, headers=headers)
+    state["error"] = f"upstream_{upstream.status}"
     content = relay_error_content(upstream.status, upstream.content)
     headers["content-type"] = "application/json"
     return Response(content, upstream.status, headers=headers)
+
+
+def completion_tokens(answer: Any) -> int | None:
+    """`usage.completion_tokens` of an OpenAI-style answer, when it has one."""
+    usage = answer.get("usage") if isinstance(answer, dict) else None
+    tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
+    return tokens if isinstance(tokens, int) and not isinstance(tokens, bool) else None
 
 
 # --- error responses -----------------------------------------------------------------
@@ -541,6 +560,7 @@ def relay_response(upstream: UpstreamResponse) -> Response:
 
 async def _api_error_response(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
+    request.state.error = exc.code
     return JSONResponse(exc.body(), exc.status, headers=exc.headers())
 
 
@@ -553,6 +573,7 @@ async def _http_error_response(request: Request, exc: Exception) -> Response:
         message, code = "Unknown route.", "not_found"
     else:
         message, code = str(exc.detail), "http_error"
+    request.state.error = code
     return JSONResponse(
         error_body(message, code, exc.status_code), exc.status_code, headers=exc.headers
     )
@@ -565,6 +586,7 @@ async def _client_gone_response(request: Request, exc: Exception) -> Response:
 
 async def _internal_error_response(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error", exc_info=exc)
+    request.state.error = "internal_error"
     return JSONResponse(
         error_body("Internal gateway error.", "internal_error", 500), status_code=500
     )
@@ -582,6 +604,7 @@ class CanonicalPathMiddleware:
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and not _is_canonical(scope):
+            scope.setdefault("state", {})["error"] = "not_found"
             response = JSONResponse(error_body("Unknown route.", "not_found", 404), 404)
             await response(scope, receive, send)
             return
@@ -596,16 +619,18 @@ def _is_canonical(scope: dict) -> bool:
 
 
 class RequestLogMiddleware:
-    """One log line per request: route, model, status, latency, bytes. Never headers,
-    query strings or bodies, so never a key or prompt text.
+    """One log line per request (request_log.py): model, GPU, status, time to first
+    token, tokens out, duration, cold start, error code, bytes. Never headers, query
+    strings or bodies, so never a key or prompt text.
 
     Outermost, so it sees every answer (Starlette's own 500 too). It also leaves the
     server's `send` in the scope for StreamRelay: relayed chunks go straight to it,
     past the layers between (which only watch for the response start), and are counted
     here. Per streamed token that saves four calls."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, *, gpu: str | None = None) -> None:
         self.app = app
+        self.gpu = gpu
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -631,30 +656,20 @@ class RequestLogMiddleware:
         try:
             await self.app(scope, counting_receive, counting_send)
         finally:
-            _log_request(scope, counts, started)
+            self._log(scope, counts, started)
 
-
-def _log_request(scope: dict, counts: dict[str, int], started: float) -> None:
-    state = scope.get("state") or {}
-    route = scope["path"] if scope["path"] in ROUTE_PATHS else "(unknown)"
-    extra = f" adapter={state['adapter']}" if state.get("adapter") else ""
-    if state.get("stream_error"):
-        extra += f" stream_error={state['stream_error']}"
-    if state.get("client_disconnected"):
-        extra += " client_disconnected=true"
-    log.info(
-        "request method=%s route=%s model=%s stream=%s status=%s latency_ms=%d "
-        "bytes_in=%d bytes_out=%d%s",
-        scope.get("method", "-"),
-        route,
-        state.get("model", "-"),
-        "true" if state.get("stream") else "false",
-        counts["status"] or 500,
-        (time.perf_counter() - started) * 1000,
-        counts["bytes_in"],
-        counts["bytes_out"],
-        extra,
-    )
+    def _log(self, scope: dict, counts: dict[str, int], started: float) -> None:
+        record = request_record(
+            scope,
+            route=scope["path"] if scope["path"] in ROUTE_PATHS else "(unknown)",
+            status=counts["status"] or 500,
+            bytes_in=counts["bytes_in"],
+            bytes_out=counts["bytes_out"],
+            started=started,
+            ended=time.perf_counter(),
+            gpu=self.gpu,
+        )
+        log.info("%s", format_line(record))
 
 
 def _ensure_log_output() -> None:

@@ -20,6 +20,7 @@ import contextlib
 import json
 import logging
 import queue as stdlib_queue
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -50,22 +51,43 @@ CANCEL_TIMEOUT = 10.0
 
 STREAM_END = None  # the last item of every stream in the queue
 
+# A request waited for a container to start when the pool's vLLM became ready after the
+# gateway spawned the call. The pool says how long ago it became ready (`ready_age`, on
+# its answer or a stream's start item); the spawn was `waited` seconds ago at the
+# gateway. The answer's trip back (under a second) is unknown, so a request counts as
+# cold only when it waited this much longer than the pool had been ready.
+COLD_START_MARGIN = 1.0
+
 
 # --- Wire format between ModalBackend and PoolServer (plain picklable data) ----------
 
 
-def response_to_wire(response: UpstreamResponse) -> dict[str, Any]:
+def response_to_wire(
+    response: UpstreamResponse, *, ready_age: float | None = None
+) -> dict[str, Any]:
     return {
         "status": response.status,
         "headers": dict(response.headers),
         "content": bytes(response.content),
+        "ready_age": ready_age,
     }
 
 
-def response_from_wire(data: Mapping[str, Any]) -> UpstreamResponse:
+def response_from_wire(data: Mapping[str, Any], *, waited: float | None = None) -> UpstreamResponse:
     return UpstreamResponse(
-        int(data["status"]), relay_headers(data.get("headers") or {}), bytes(data["content"])
+        int(data["status"]),
+        relay_headers(data.get("headers") or {}),
+        bytes(data["content"]),
+        cold_start=waited_for_start(waited, data.get("ready_age")),
     )
+
+
+def waited_for_start(waited: float | None, ready_age: Any) -> bool | None:
+    """Whether a call spawned `waited` seconds ago met a container start, from the
+    pool's `ready_age` (see COLD_START_MARGIN); None when the pool did not say."""
+    if waited is None or not isinstance(ready_age, int | float) or isinstance(ready_age, bool):
+        return None
+    return waited > ready_age + COLD_START_MARGIN
 
 
 def error_response(error: ApiError) -> UpstreamResponse:
@@ -75,8 +97,10 @@ def error_response(error: ApiError) -> UpstreamResponse:
     return UpstreamResponse(error.status, headers, json.dumps(error.body()).encode())
 
 
-def stream_start_to_wire(status: int, headers: Mapping[str, str]) -> dict[str, Any]:
-    return {"status": status, "headers": dict(headers)}
+def stream_start_to_wire(
+    status: int, headers: Mapping[str, str], *, ready_age: float | None = None
+) -> dict[str, Any]:
+    return {"status": status, "headers": dict(headers), "ready_age": ready_age}
 
 
 def stream_error_to_wire(error: ApiError) -> dict[str, Any]:
@@ -125,13 +149,16 @@ class ModalBackend:
         return self._pools[model.key]
 
     async def request(self, model: ServedModel, path: str, body: dict) -> UpstreamResponse:
-        return response_from_wire(await self._call(model, "request", path, body))
+        started = time.monotonic()
+        wire = await self._call(model, "request", path, body)
+        return response_from_wire(wire, waited=time.monotonic() - started)
 
     async def stream(self, model: ServedModel, path: str, body: dict) -> UpstreamStream:
         pool = self._pool(model)
         exits = contextlib.AsyncExitStack()
         try:
             queue = await exits.enter_async_context(modal.Queue.ephemeral(client=self._client))
+            started = time.monotonic()
             call = await self._spawn(pool.stream, path, body, queue.object_id)
         except BaseException as exc:
             await exits.aclose()
@@ -155,6 +182,7 @@ class ModalBackend:
             relay_headers(first.get("headers") or {}),
             reader.chunks(),
             reader.aclose,
+            cold_start=waited_for_start(time.monotonic() - started, first.get("ready_age")),
         )
 
     async def ready(self, model: ServedModel) -> bool:

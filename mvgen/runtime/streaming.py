@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from .backends import UpstreamStream, check_status, relay_headers
 from .errors import ApiError, relay_error_content
+from .stream_usage import PLAIN_ENDINGS, UsageTap
 
 T = TypeVar("T")
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -107,6 +108,7 @@ class StreamRelay:
         model_name: str,
         *,
         on_opened: Callable[[], None] | None = None,
+        strip_usage: bool = False,
     ) -> None:
         self._open_stream: Callable[[], Awaitable[UpstreamStream]] | None = open_stream
         self._on_opened = on_opened  # called once the upstream has the request
@@ -115,6 +117,7 @@ class StreamRelay:
         self._state: dict[str, Any] = {}
         self._direct: tuple[Send, dict[str, int]] | None = None
         self._complete = False  # the whole response was sent
+        self._usage = UsageTap(strip_usage)  # the token count; drops the usage event if asked
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         self._state = scope.setdefault("state", {})
@@ -165,11 +168,14 @@ class StreamRelay:
         try:
             upstream = _checked(opening.result())
         except ApiError as exc:
+            self._state["error"] = exc.code
             body = json.dumps(exc.body()).encode()
             headers = {"content-type": "application/json", **exc.headers()}
             await self._send_whole(send, exc.status, headers, body)
             return
+        self._state["cold_start"] = upstream.cold_start
         if upstream.status != 200:
+            self._state["error"] = f"upstream_{upstream.status}"
             content = relay_error_content(upstream.status, await self._read_error(upstream))
             headers = {**upstream.headers, "content-type": "application/json"}
             await self._send_whole(send, upstream.status, headers, content)
@@ -202,6 +208,7 @@ class StreamRelay:
         except ApiError as exc:
             await self._fail(send, exc)
             return
+        self._state["cold_start"] = upstream.cold_start
         if upstream.status != 200:
             content = relay_error_content(upstream.status, await self._read_error(upstream))
             await self._fail(send, None, content=content)
@@ -209,26 +216,52 @@ class StreamRelay:
         await self._pump(upstream, send)
 
     async def _pump(self, upstream: UpstreamStream, send: Send) -> None:
-        """The hot loop: one read and one write per upstream piece, nothing else."""
+        """The hot loop: one read and one write per upstream piece, and a look at how the
+        piece ends (stream_usage.py: only other endings need the usage tap)."""
         counts: dict[str, int] = {"bytes_out": 0}
         if self._direct is not None:
             send, counts = self._direct
+        usage = self._usage
+        plain = PLAIN_ENDINGS
         last = b"\n\n"
+        first = True
         try:
             async for chunk in upstream.chunks:
                 if not chunk:
                     continue
+                if first:
+                    first = False
+                    self._state["first_token_at"] = time.perf_counter()
+                if usage.held or not chunk.endswith(plain):
+                    chunk = usage.feed(chunk)
+                    if not chunk:
+                        continue
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 counts["bytes_out"] += len(chunk)
                 last = chunk
         except ApiError as exc:
             self._state["stream_error"] = exc.code
+            last = await self._send_held(send, counts) or last
             # An error event is only well-formed between events; mid-event, just end.
             if last.endswith((b"\n\n", b"\r\n\r\n")):
                 event = sse_data(exc.body())
                 await send_body(send, event)
                 counts["bytes_out"] += len(event)
+        else:
+            await self._send_held(send, counts)
+        finally:
+            self._state["tokens_out"] = usage.tokens
+            if usage.upstream_error:
+                self._state.setdefault("stream_error", "upstream_error")
         await send_body(send, b"", more_body=False)
+
+    async def _send_held(self, send: Send, counts: dict[str, int]) -> bytes:
+        """An unfinished event the usage tap still holds, relayed as it came."""
+        rest = self._usage.flush()
+        if rest:
+            await send_body(send, rest)
+            counts["bytes_out"] += len(rest)
+        return rest
 
     async def _fail(
         self, send: Send, error: ApiError | None, *, content: bytes | None = None

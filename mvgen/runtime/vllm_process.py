@@ -303,6 +303,9 @@ class PoolServer:
     response, as plain picklable data (see the wire helpers in modal_backend.py)."""
 
     def __init__(self, port: int, *, timeout: float = 600.0) -> None:
+        # Made once vLLM is ready: each answer says how long ago (modal_backend.py
+        # waited_for_start tells a cold start by it).
+        self._ready_at = time.monotonic()
         self._client = new_http_client(timeout)
         # vLLM is ready before the pool takes calls, so refused connections are not
         # retried here: they mean vLLM died, and the watchdog is replacing the container.
@@ -319,21 +322,28 @@ class PoolServer:
                 response = await self._vllm.request("POST", path, body)
         except ApiError as exc:
             response = error_response(exc)
-        return response_to_wire(response)
+        return response_to_wire(response, ready_age=self.ready_age())
+
+    def ready_age(self) -> float:
+        return time.monotonic() - self._ready_at
 
     async def stream(self, path: str, body: dict) -> AsyncIterator[Any]:
-        """Yields one start item `{"status", "headers"}`, then body chunks as bytes;
-        a failure after the start is yielded as `{"error": {...}}`."""
+        """Yields one start item `{"status", "headers", "ready_age"}`, then body chunks
+        as bytes; a failure after the start is yielded as `{"error": {...}}`."""
         try:
             _check_path(path)
             upstream = await self._vllm.stream(path, body)
         except ApiError as exc:
             response = error_response(exc)
-            yield stream_start_to_wire(response.status, response.headers)
+            yield stream_start_to_wire(
+                response.status, response.headers, ready_age=self.ready_age()
+            )
             yield response.content
             return
         try:
-            yield stream_start_to_wire(upstream.status, upstream.headers)
+            yield stream_start_to_wire(
+                upstream.status, upstream.headers, ready_age=self.ready_age()
+            )
             async for chunk in upstream.chunks:
                 yield chunk
         except ApiError as exc:
