@@ -544,22 +544,35 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, {versions}"
 
 
+def revision(repo: Path) -> str:
+    """The checkout's commit, as `git rev-parse --short HEAD` prints it."""
+    argv = ["git", "-C", str(repo), "rev-parse", "--short", "HEAD"]
+    return subprocess.run(argv, capture_output=True, text=True).stdout.strip() or "no git"
+
+
 def load_average() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def start_gateway(
-    stack: contextlib.ExitStack, name: str, config: Path, upstream: str, cpus: Any
+    stack: contextlib.ExitStack,
+    name: str,
+    config: Path,
+    upstream: str,
+    cpus: Any,
+    repo: Path | None,
 ) -> Server:
-    """`mvgen gateway`, as a user runs it, forwarding every bench model to `upstream`."""
+    """`mvgen gateway`, as a user runs it, forwarding every bench model to `upstream`: this
+    checkout's, or the one in `repo`'s .venv (another commit's, for a before/after)."""
     port = free_port()
-    argv = pinned(cpus) + [str(BIN / "mvgen"), "gateway", "--config", str(config)]
+    mvgen = BIN / "mvgen" if repo is None else repo / ".venv" / "bin" / "mvgen"
+    argv = pinned(cpus) + [str(mvgen), "gateway", "--config", str(config)]
     for suffix in SUFFIXES:
         argv += ["--upstream", f"bench{suffix}={upstream}"]
     argv += ["--port", str(port)]
     env = {**os.environ, "API_KEY": GATEWAY_KEY}
     return stack.enter_context(
-        server(name, argv, port, "/health", config.parent, env=env, cwd=ROOT)
+        server(name, argv, port, "/health", config.parent, env=env, cwd=repo or ROOT)
     )
 
 
@@ -596,9 +609,11 @@ def check_route(route: Route) -> None:
 
 
 @contextlib.contextmanager
-def fresh_gateway(route: Route, config: Path, upstream: str, cpus: Any) -> Iterator[Route]:
+def fresh_gateway(
+    route: Route, config: Path, upstream: str, cpus: Any, repo: Path | None
+) -> Iterator[Route]:
     with contextlib.ExitStack() as stack:
-        gateway = start_gateway(stack, "gateway-fresh", config, upstream, cpus)
+        gateway = start_gateway(stack, "gateway-fresh", config, upstream, cpus, repo)
         fresh = replace(route, url=gateway.url, proxies={"gateway": gateway.process.pid})
         check_route(fresh)
         yield fresh
@@ -641,7 +656,10 @@ def measure(
                 with contextlib.ExitStack() as stack:
                     if workload.fresh_gateway and route.name == "gateway":
                         cpus = bench.place.proxy
-                        route = stack.enter_context(fresh_gateway(route, config, upstream, cpus))
+                        fresh = fresh_gateway(
+                            route, config, upstream, cpus, bench.args.gateway_repo
+                        )
+                        route = stack.enter_context(fresh)
                     stack.enter_context(profiled(bench.args.profile, workload, route))
                     rows.append(bench.row(workload, route))
                 print(f"  done: {workload.name} {route.name}", file=sys.stderr, flush=True)
@@ -675,7 +693,9 @@ def run(args: argparse.Namespace) -> list[Row]:
         argv = pinned(place.standin) + [sys.executable, str(HERE / "fast_upstream.py")]
         argv += ["--port", str(port), "--thread-burn-ms", str(args.standin_thread_burn_ms)]
         standin = stack.enter_context(server("standin", argv, port, "/health", tmp))
-        gateway = start_gateway(stack, "gateway", config, standin.url, place.proxy)
+        gateway = start_gateway(
+            stack, "gateway", config, standin.url, place.proxy, args.gateway_repo
+        )
         gw_pid = gateway.process.pid
         routes = [
             Route("direct", standin.url, "", "org/bench{}"),
@@ -695,6 +715,9 @@ def run(args: argparse.Namespace) -> list[Row]:
         for route in routes:
             check_route(route)
         print(f"machine: {machine()}")
+        if args.gateway_repo is not None:
+            repo = args.gateway_repo
+            print(f"gateway: {repo / '.venv/bin/mvgen'} at {revision(repo)}")
         print(f"load average at start: {load_average()} (1, 5, 15 min)")
         print(f"pinning: {place.describe()}")
         print(f"rows: warm-up {args.warmup:g} s, then a {args.window:g} s window")
@@ -732,6 +755,12 @@ def main() -> None:
         "it (event counts are then not checked: the stand-in sends it anyway)",
     )
     parser.add_argument(
+        "--gateway-repo",
+        type=Path,
+        help="measure the `mvgen gateway` of this checkout (its .venv, from `make env`) "
+        "instead of this one's, e.g. an older commit's for a before/after",
+    )
+    parser.add_argument(
         "--standin-thread-burn-ms",
         type=float,
         default=0.0,
@@ -741,6 +770,11 @@ def main() -> None:
     args = parser.parse_args()
     args.rows = [f.strip() for f in args.rows.split(",") if f.strip()]
     args.paced = [int(n) for n in args.paced.split(",") if n.strip()]
+    if args.gateway_repo is not None:
+        args.gateway_repo = args.gateway_repo.resolve()
+        if not (args.gateway_repo / ".venv" / "bin" / "mvgen").exists():
+            parser.error(f"--gateway-repo: no .venv/bin/mvgen in {args.gateway_repo}; "
+                         "run `make env` there first")  # fmt: skip
     unknown = sorted(set(args.rows) - set(FAMILIES))
     if unknown:
         parser.error(f"--rows: unknown {', '.join(unknown)}; choose from {', '.join(FAMILIES)}")

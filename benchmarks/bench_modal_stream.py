@@ -172,7 +172,10 @@ def cpu_seconds(pid: int) -> float:
 
 
 async def one_stream(client: httpx.AsyncClient, tag: str) -> tuple[float, list[float]]:
-    body = {"model": "bench", "prompt": "x", "stream": True, "user": tag}
+    # The client asks for vLLM's usage event, so every event the stand-in sends reaches it
+    # (otherwise the gateway asks for it and drops it: one event fewer than sent).
+    body = {"model": "bench", "prompt": "x", "stream": True, "user": tag,
+            "stream_options": {"include_usage": True}}  # fmt: skip
     started = time.monotonic()
     arrivals: list[float] = []
     async with client.stream("POST", "/v1/completions", json=body) as response:

@@ -93,7 +93,8 @@ def annotate(rows: Sequence[Row], shared_world: bool) -> None:
         load = row.share("load generator")
         if row.share("others") + row.share("steal") >= 0.2:
             busy = row.share("others") + row.share("steal")
-            row.notes.append(f"other processes used {busy:.0%} of a CPU: noisy")
+            # Steal counts too: a CPU the hypervisor takes is as lost as one a neighbour uses.
+            row.notes.append(f"other processes and steal took {busy:.0%} of a CPU: noisy")
         if load >= SATURATED:
             row.notes.append(f"load generator at {load:.0%} of a CPU: it may be the limit")
         if row.path == "direct":

@@ -284,8 +284,11 @@ class Vllm:
     scaledown_window=300,
     timeout=1800,  # the longest a stream may last
     startup_timeout=60,  # no GPU, no weights: starts in seconds
+    cpu=1.0,  # physical cores; its Python uses about one vCPU
 )
-@modal.concurrent(max_inputs=1000)
+# Each stream costs the gateway CPU per token (a queue read), so few streams fill one
+# container's CPU; Modal adds containers at target_inputs (docs/gateway.md).
+@modal.concurrent(max_inputs=7, target_inputs=4)
 @modal.asgi_app()
 def serve():
     gate = StartGate(StartFailures(start_failures), pool_keys(app.name, MODELS))

@@ -23,7 +23,19 @@ MANIFEST = "generated/.mvgen-manifest.json"
 # (tests/test_pins.py). With vllm==0.12.0 they resolve (fastapi 0.165 accepts starlette 1.10).
 # The images install them from locks/ (`make image-lock`, mvgen/image_lock.py).
 RUNTIME_PACKAGES = ("aiohttp==3.14.5", "httpx==0.28.1", "starlette==1.10.0")
-GATEWAY_MAX_INPUTS = 1000  # the gateway only relays, so one container takes many requests
+# The gateway's container, sized from its measured CPU cost (docs/gateway.md, "Sizing the
+# gateway container", has the arithmetic; docs/benchmarks.md the runs). Its Python holds
+# the GIL, so it gets about one vCPU of work done whatever it reserves: concurrency, not
+# cpu=, is what keeps one container from being its GPU pools' ceiling.
+GATEWAY_CPU = 1.0  # Modal counts physical cores: 2 vCPUs, one for Python, one for the rest
+GATEWAY_TOKENS_PER_S = 50  # per stream: sized for the fast end of 20-50 tokens/s
+GATEWAY_CPU_PER_TOKEN = 2.5e-3  # s, gpu mode: one modal.Queue read per token, 2.1-2.7 ms
+_VCPU_PER_STREAM = GATEWAY_TOKENS_PER_S * GATEWAY_CPU_PER_TOKEN  # 0.125
+GATEWAY_TARGET_INPUTS = int(0.6 / _VCPU_PER_STREAM)  # 4: Modal adds containers at 60 % busy
+GATEWAY_MAX_INPUTS = int(0.9 / _VCPU_PER_STREAM)  # 7: the burst while one starts, to 90 %
+# Legacy mode: vLLM and the gateway share the GPU container. vLLM wants 2 + N physical
+# cores (API server, engine core, one worker per GPU); the gateway one more.
+LEGACY_CPU_BESIDES_GPUS = 3
 GATEWAY_SCALEDOWN = 300
 GATEWAY_STARTUP_TIMEOUT = 60
 DEFAULT_CONFIG = "deployments.yaml"  # the Makefile's CONFIG default
@@ -87,8 +99,11 @@ def _app_context(plan: Plan, app: App) -> dict[str, Any]:
             "scaledown_window": GATEWAY_SCALEDOWN,
             "timeout": max(d.settings.timeout for d in deployments),
             "max_inputs": GATEWAY_MAX_INPUTS,
+            "target_inputs": GATEWAY_TARGET_INPUTS,
+            "cpu": GATEWAY_CPU,
             "startup_timeout": GATEWAY_STARTUP_TIMEOUT,
         },
+        "legacy_cpu": legacy_cpu(deployments[0]),
         "pool_comments": {
             pool.class_name: _wrap_comment(
                 "Models: " + ", ".join(d.model.key for d in pool.deployments) + "."
@@ -112,6 +127,12 @@ def _warm_context(plan: Plan, app: App) -> dict[str, Any]:
             "pool_of": {d.model.key: p.class_name for p in app.pools for d in p.deployments},
         },
     }
+
+
+def legacy_cpu(deployment: Deployment) -> float:
+    """Physical cores for a legacy-mode container: vLLM's 2 + N and one for the gateway
+    (https://docs.vllm.ai/en/latest/configuration/optimization/#cpu-resources-for-gpu-deployments)."""
+    return float(LEGACY_CPU_BESIDES_GPUS + deployment.settings.gpu_count)
 
 
 def deploy_command(plan: Plan, app: App) -> str:

@@ -19,6 +19,13 @@ from conftest import BASE_CONFIG, ROOT, SEED_CONFIG, run_cli
 
 from mvgen.config import load_plan
 from mvgen.plan import HF_CACHE, VLLM_CACHE, App, Plan
+from mvgen.render import (
+    GATEWAY_CPU,
+    GATEWAY_CPU_PER_TOKEN,
+    GATEWAY_MAX_INPUTS,
+    GATEWAY_TARGET_INPUTS,
+    GATEWAY_TOKENS_PER_S,
+)
 from mvgen.warmup import HOLD_FUNCTION, HOLD_TIMEOUT
 
 
@@ -129,7 +136,7 @@ def check_gpu_app(plan: Plan, app: App, path: Path) -> None:
     gateway = functions["serve"].info()
     assert gateway.gpus == []  # the gateway never holds a GPU
     assert secret_names(gateway) == {plan.api_key_secret.name}
-    assert gateway.concurrency_info.max_inputs >= 100
+    check_gateway_size(gateway)
     assert gateway.web_info.unauthenticated  # our Bearer check, not Modal's proxy auth
     assert gateway.startup_timeout < 150
 
@@ -167,6 +174,23 @@ def check_gpu_app(plan: Plan, app: App, path: Path) -> None:
         assert 0 < ready < class_info(classes[pool.class_name]).startup_timeout
 
 
+def check_gateway_size(gateway) -> None:
+    """cpu= and concurrency as modal records them, and the sizing they come from
+    (docs/gateway.md): at max_inputs streams of the assumed rate the gateway's Python,
+    one vCPU of work at most (the GIL), still has room, and Modal adds containers at
+    target_inputs, before that."""
+    assert gateway.cpu == GATEWAY_CPU >= 0.5  # Modal counts physical cores: 2 vCPUs each
+    concurrency = gateway.concurrency_info
+    assert (concurrency.max_inputs, concurrency.target_inputs) == (
+        GATEWAY_MAX_INPUTS,
+        GATEWAY_TARGET_INPUTS,
+    )
+    per_stream = GATEWAY_TOKENS_PER_S * GATEWAY_CPU_PER_TOKEN  # vCPUs
+    assert 1 <= concurrency.target_inputs < concurrency.max_inputs
+    assert concurrency.target_inputs * per_stream <= 0.6
+    assert concurrency.max_inputs * per_stream <= 0.9
+
+
 def warm_function_names(plan: Plan, app: App) -> list[str]:
     """`warm_hold` for `mvgen warm`, then a start and an end per `warm:` entry of the app."""
     names = [HOLD_FUNCTION]
@@ -200,6 +224,8 @@ def check_legacy_app(plan: Plan, app: App, path: Path) -> None:
     assert secret_names(info) == {plan.hf_secret.name, plan.api_key_secret.name}
     assert set(info.volumes) == {HF_CACHE, VLLM_CACHE}
     assert info.concurrency_info.max_inputs == deployment.settings.max_inputs
+    # vLLM's 2 + N physical cores and one for the gateway in the same container.
+    assert info.cpu == 3 + deployment.settings.gpu_count
     assert info.startup_timeout == deployment.settings.startup_timeout
     keywords = decorator_keywords(path, "serve")
     assert keywords["scaledown_window"] == deployment.settings.scaledown_window
@@ -257,6 +283,20 @@ def test_legacy_apps_import(write_config, tmp_path) -> None:
     assert len(plan.apps) == 4
     for app in plan.apps:
         check_legacy_app(plan, app, out / "generated" / app.filename)
+
+
+def test_a_legacy_container_on_two_gpus_reserves_a_core_per_gpu(write_config, tmp_path) -> None:
+    old = "l40s: {quantization: fp8, max_model_len: 8192}"
+    text = BASE_CONFIG.replace("mode: gpu", "mode: legacy")
+    config = write_config(text.replace(old, f"{old}\n      h100: {{gpu_count: 2}}"))
+    out = tmp_path / "legacy"
+    assert run_cli("render", "--config", str(config), "--output-dir", str(out)).exit_code == 0
+    plan = load_plan(config)
+    two = [a for a in plan.apps if a.deployments[0].settings.gpu_count == 2]
+    assert len(two) == 1
+    module = import_app(out / "generated" / two[0].filename)
+    assert module.serve.info().cpu == 5.0  # vLLM: API server, engine core, 2 workers; gateway
+    check_legacy_app(plan, two[0], out / "generated" / two[0].filename)
 
 
 def test_gpu_names_modal_accepts_reach_the_app_as_written(write_config, tmp_path) -> None:
