@@ -321,7 +321,9 @@ def test_a_big_answer_is_released_at_once(no_gc: None, size: int, cap: int) -> N
             del response
             time.sleep(0.2)  # the gateway's thread finishes the request
             after = gateway_memory()
-    assert after - before < 2 * 1024 * 1024
+    # A body kept alive would hold min(size, cap) bytes (at least 8 MiB); other growth with
+    # the collector off (aiohttp's and asyncio's own objects) reached 2.1 MB under load.
+    assert after - before < min(size, cap) // 2
 
 
 # --- an upstream that goes quiet ----------------------------------------------------------------
