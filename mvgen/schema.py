@@ -28,10 +28,10 @@ def load_schema() -> dict[str, Any]:
 def _validator() -> Any:
     import jsonschema  # imported here: it is the slowest import on the CLI's path
 
+    # The schema is a committed file, checked against its meta-schema by tests/test_schema.py;
+    # checking it again here cost 80 ms of every command.
     schema = load_schema()
-    cls = jsonschema.validators.validator_for(schema)
-    cls.check_schema(schema)
-    return cls(schema)
+    return jsonschema.validators.validator_for(schema)(schema)
 
 
 def schema_problems(data: Any, lines: Lines) -> list[Problem]:
