@@ -218,6 +218,7 @@ VLLM_PORT = 8000
 @app.cls(
     image=vllm_image,
     gpu="A100-80GB",
+    cpu=4.0,  # physical cores: vLLM's 2 + one per GPU, and one to relay tokens
     volumes={HF_CACHE: hf_cache, VLLM_CACHE: vllm_cache},
     secrets=[hf_secret],
     scaledown_window=900,  # seconds idle before stopping

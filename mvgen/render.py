@@ -33,9 +33,10 @@ GATEWAY_CPU_PER_TOKEN = 2.5e-3  # s, gpu mode: one modal.Queue read per token, 2
 _VCPU_PER_STREAM = GATEWAY_TOKENS_PER_S * GATEWAY_CPU_PER_TOKEN  # 0.125
 GATEWAY_TARGET_INPUTS = int(0.6 / _VCPU_PER_STREAM)  # 4: Modal adds containers at 60 % busy
 GATEWAY_MAX_INPUTS = int(0.9 / _VCPU_PER_STREAM)  # 7: the burst while one starts, to 90 %
-# Legacy mode: vLLM and the gateway share the GPU container. vLLM wants 2 + N physical
-# cores (API server, engine core, one worker per GPU); the gateway one more.
-LEGACY_CPU_BESIDES_GPUS = 3
+# A GPU container: vLLM wants 2 + N physical cores (API server, engine core, one worker per
+# GPU), plus one for the Python beside it: the gateway in legacy mode; in gpu mode the
+# pool's methods, which relay every token through modal's client (a queue write each).
+CPU_BESIDES_GPUS = 3
 GATEWAY_SCALEDOWN = 300
 GATEWAY_STARTUP_TIMEOUT = 60
 DEFAULT_CONFIG = "deployments.yaml"  # the Makefile's CONFIG default
@@ -103,7 +104,10 @@ def _app_context(plan: Plan, app: App) -> dict[str, Any]:
             "cpu": GATEWAY_CPU,
             "startup_timeout": GATEWAY_STARTUP_TIMEOUT,
         },
-        "legacy_cpu": legacy_cpu(deployments[0]),
+        "legacy_cpu": gpu_container_cpu(deployments[0].settings.gpu_count),
+        "pool_cpu": {
+            pool.class_name: gpu_container_cpu(pool.settings.gpu_count) for pool in app.pools
+        },
         "pool_comments": {
             pool.class_name: _wrap_comment(
                 "Models: " + ", ".join(d.model.key for d in pool.deployments) + "."
@@ -129,10 +133,11 @@ def _warm_context(plan: Plan, app: App) -> dict[str, Any]:
     }
 
 
-def legacy_cpu(deployment: Deployment) -> float:
-    """Physical cores for a legacy-mode container: vLLM's 2 + N and one for the gateway
+def gpu_container_cpu(gpu_count: int) -> float:
+    """Physical cores for a container running vLLM on `gpu_count` GPUs: vLLM's 2 + N and
+    one for mvgen's Python beside it
     (https://docs.vllm.ai/en/latest/configuration/optimization/#cpu-resources-for-gpu-deployments)."""
-    return float(LEGACY_CPU_BESIDES_GPUS + deployment.settings.gpu_count)
+    return float(CPU_BESIDES_GPUS + gpu_count)
 
 
 def deploy_command(plan: Plan, app: App) -> str:

@@ -145,6 +145,8 @@ def check_gpu_app(plan: Plan, app: App, path: Path) -> None:
         s = pool.settings
         gpu_type, _, count = pool.gpu_spec.partition(":")
         assert info.gpus == [(gpu_type, int(count or 1))]
+        # vLLM's 2 + N physical cores and one for the methods relaying its tokens.
+        assert info.cpu == 3 + s.gpu_count
         assert info.method_names == ["request", "stream"]
         # The gateway spawns both methods so it can cancel them; modal refuses to spawn
         # a generator (modal/_functions.py, Function.spawn).
