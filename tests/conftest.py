@@ -62,6 +62,31 @@ def write_config(tmp_path: Path):
     return write
 
 
+def add_models_the_readme_way(config: Path, models: str) -> None:
+    """Type `models` (a YAML block of models, names at column 0) into `config` as the README
+    says: under `models:`, two spaces in. Inserted right below that line, so it works
+    whatever follows `models:` in the committed file (warm:, comments, ...). A config that
+    writes models: in flow style has no such line: the test is skipped, saying why."""
+    import re
+
+    text = config.read_text(encoding="utf-8")
+    found = re.search(r"^models:[ \t]*(#.*)?\n", text, re.M)
+    if not found:
+        pytest.skip("deployments.yaml writes models: in flow style; a block cannot be typed in")
+    block = textwrap.indent(textwrap.dedent(models), "  ")
+    config.write_text(text[: found.end()] + block + text[found.end() :], encoding="utf-8")
+
+
+def committed_models(config: Path) -> tuple[set[str], set[str]]:
+    """Model names and every Hugging Face id (checkpoints and adapters included) of a config."""
+    from mvgen.config import load_plan
+
+    plan = load_plan(config)
+    names = {d.model.key for d in plan.deployments}
+    ids = {d.model.hf_id for d in plan.deployments} | {d.checkpoint.hf_id for d in plan.deployments}
+    return names, ids
+
+
 def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> Result:
     """Run `mvgen ARGS` in-process; CliRunner captures output and the exit code."""
     from mvgen.cli import main

@@ -15,7 +15,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, SEED_CONFIG, SEED_LOCK, run_cli
+from conftest import (
+    ROOT,
+    SEED_CONFIG,
+    SEED_LOCK,
+    add_models_the_readme_way,
+    committed_models,
+    run_cli,
+)
 from gateway_fixtures import serve_asgi
 from hub_standin import HubStandin, recorded_entry_parts, sha_of
 
@@ -250,28 +257,55 @@ def test_the_committed_config_has_a_complete_lock() -> None:
     assert all(d.architecture is not None for d in plan.deployments)
 
 
+# Chat models (7-8B) the Hub stand-in has recordings of.
+RECORDED_CHAT_MODELS = (
+    "mistralai/Mistral-7B-Instruct-v0.3",
+    "meta-llama/Llama-3.1-8B-Instruct",
+    "Qwen/Qwen2.5-7B-Instruct",
+)
+
+
+def new_chat_model(config: Path) -> tuple[str, str]:
+    """A model name and recorded hf_id the config does not have yet (any committed file)."""
+    names, ids = committed_models(config)
+    hf_id = next((i for i in RECORDED_CHAT_MODELS if i not in ids), None)
+    if hf_id is None:
+        pytest.skip("deployments.yaml already serves every chat model the Hub stand-in records")
+    name = next(
+        f"added-model-{n}" for n in range(len(names) + 1) if f"added-model-{n}" not in names
+    )
+    return name, hf_id
+
+
 def test_adding_a_model_the_readme_way(hub, tmp_path: Path) -> None:
     """Three lines under models:, then what `make render` runs (lock --missing, render),
-    then validate, plan and render --check, as CI would."""
+    then validate, plan and render --check, as CI would. On a config with a GPU too small
+    for a 7B model, render refuses that pair with its fixes and writes nothing instead."""
     _, url = hub
     for name in ("deployments.yaml", "deployments.lock.json"):
         shutil.copy(ROOT / name, tmp_path / name)
     for folder in ("generated", "litellm"):
         shutil.copytree(ROOT / folder, tmp_path / folder)
     config = tmp_path / "deployments.yaml"
-    text = config.read_text()
-    config.write_text(text + "\n  mistral-7b:\n    hf_id: mistralai/Mistral-7B-Instruct-v0.3\n")
+    name, hf_id = new_chat_model(config)
+    add_models_the_readme_way(config, f"{name}:\n  hf_id: {hf_id}\n")
     out = ["--config", str(config)]
     assert lock_cmd(config, url, "--missing").exit_code == 0
-    rendered = run_cli("render", *out, "--output-dir", str(tmp_path))
-    assert rendered.exit_code == 0, rendered.output
     assert run_cli("lock", "--check", *out).exit_code == 0
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and p != config}
+    rendered = run_cli("render", *out, "--output-dir", str(tmp_path))
+    if rendered.exit_code != 0:  # the plan knows the model: a misfit is refused, with fixes
+        assert rendered.exit_code == 2, rendered.output
+        assert f"models.{name}.per_gpu." in rendered.output and "hint: fixes:" in rendered.output
+        after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and p != config}
+        assert after == before  # nothing half-written
+        return
     assert run_cli("validate", *out).exit_code == 0
     planned = run_cli("plan", "--json", *out, "--output-dir", str(tmp_path))
     assert planned.exit_code == 0, planned.output
     rows = [m for a in json.loads(planned.stdout)["apps"] for m in a["models"]]
-    mistral = [r for r in rows if r["model"] == "mistral-7b"]
-    assert mistral and all(r["fit"]["status"] == "fits" for r in mistral)
+    added = [r for r in rows if r["model"] == name]
+    assert added and all(r["fit"]["status"] == "fits" for r in added)
     assert run_cli("render", "--check", *out, "--output-dir", str(tmp_path)).exit_code == 0
 
 

@@ -352,19 +352,22 @@ def test_adding_the_documented_pooling_models_the_readme_way(tmp_path: Path) -> 
     `make render` runs (lock --missing against the Hub stand-in, render), validate and plan."""
     import shutil
 
-    from conftest import ROOT, run_cli
+    from conftest import ROOT, add_models_the_readme_way, committed_models, run_cli
     from gateway_fixtures import serve_asgi
     from hub_standin import HubStandin
 
     for name in ("deployments.yaml", "deployments.lock.json"):
         shutil.copy(ROOT / name, tmp_path / name)
     config = tmp_path / "deployments.yaml"
+    names, ids = committed_models(config)
+    if {"bge-m3", "bge-reranker"} & names or {EMBEDDER, RERANKER} & ids:
+        pytest.skip("deployments.yaml already serves the documented pooling models")
     gpu = next(iter(load_plan(config).gpus)).key
     example = "".join(
-        f"{line}\n    gpus: [{gpu}]\n" if "kind:" in line else f"{line}\n"
-        for line in textwrap.indent(BOTH, "  ").splitlines()
+        f"{line}\n  gpus: [{gpu}]\n" if "kind:" in line else f"{line}\n"
+        for line in BOTH.splitlines()
     )
-    config.write_text(config.read_text() + example)
+    add_models_the_readme_way(config, example)
     out = ["--config", str(config)]
     with serve_asgi(HubStandin().app()) as hub:
         env = {"HF_ENDPOINT": hub, "HF_TOKEN": None}
