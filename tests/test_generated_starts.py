@@ -521,3 +521,29 @@ def test_a_snapshot_pool_records_a_failed_start_and_takes_no_snapshot(
     (record,) = store.snapshot().values()
     assert record["count"] == 1
     assert env.exits == []
+
+
+class _SlowStartVllm:
+    """Records the wait it is given; its start() takes `start_seconds` (adapter downloads)."""
+
+    def __init__(self, start_seconds: float) -> None:
+        self.start_seconds = start_seconds
+        self.waited: float | None = None
+
+    def start(self) -> None:
+        time.sleep(self.start_seconds)
+
+    def wait_ready(self, timeout: float) -> None:
+        self.waited = timeout
+
+    def stop(self) -> None:
+        pass
+
+
+def test_the_wait_for_vllm_counts_the_time_its_start_took() -> None:
+    """Fetching adapters happens in start(); the ready wait gets only what is left of
+    ready_timeout, so a slow download cannot push the start past Modal's limit."""
+    vllm = _SlowStartVllm(0.3)
+    record = lifecycle.StartRecord(start_failures.StartFailures(InMemoryDict()), "k")
+    assert lifecycle.start_vllm(vllm, record, ready_timeout=1.0) is None  # type: ignore[arg-type]
+    assert vllm.waited is not None and vllm.waited <= 0.7

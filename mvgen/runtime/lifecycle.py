@@ -20,6 +20,7 @@ import asyncio
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 
 from .errors import ModelFailedToStart
@@ -53,9 +54,12 @@ def start_vllm(vllm: VllmProcess, record: StartRecord, ready_timeout: float) -> 
     if blocked is not None:
         log.error("not starting vLLM: %d failed starts in a row (%s)", blocked.count, blocked.cause)
         return blocked
+    # One deadline for the whole start: fetching LoRA adapters (in start()) counts, so
+    # our error still comes before Modal's startup_timeout.
+    deadline = time.monotonic() + ready_timeout
     try:
         vllm.start()
-        vllm.wait_ready(ready_timeout)
+        vllm.wait_ready(max(0.0, deadline - time.monotonic()))
     except VllmStartupError as exc:
         vllm.stop()
         failure = record.failures.record_failure(record.key, exc.cause)
