@@ -91,9 +91,14 @@ def check_upstreams(models: ModelTable, upstreams: Mapping[str, str]) -> dict[st
 
 
 def normalise_base_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise GatewayStartupError(f"upstream URL {url!r} must look like http://host:port")
+    shape = f"upstream URL {url!r} must look like http://host:port"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (reading it checks the port: a number below 65536)
+    except ValueError as exc:
+        raise GatewayStartupError(f"{shape} ({exc})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise GatewayStartupError(shape)
     if parts.query or parts.fragment:
         raise GatewayStartupError(f"upstream URL {url!r} must not have a query or fragment")
     path = parts.path.rstrip("/")

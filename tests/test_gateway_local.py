@@ -45,7 +45,10 @@ def test_refuses_to_start_without_a_key(value: str | None) -> None:
 def test_rejects_unknown_models_and_bad_urls(api_key: None) -> None:
     with pytest.raises(GatewayStartupError, match="unknown model 'gamma'.*alpha, beta"):
         build_local_app(MODELS, {"gamma": "http://127.0.0.1:1"})
-    for url in ("127.0.0.1:8000", "ftp://host/x", "http://", "http://h:1/v1?x=1"):
+    bad = ("127.0.0.1:8000", "ftp://host/x", "http://", "http://h:1/v1?x=1", "http://:80")
+    # urlsplit raises on these; they must be startup errors, not tracebacks
+    bad += ("http://[::1:8000", "http://h:99999", "http://h:abc")
+    for url in bad:
         with pytest.raises(GatewayStartupError, match="upstream URL"):
             build_local_app(MODELS, {"alpha": url})
 
