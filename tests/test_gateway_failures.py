@@ -3,18 +3,16 @@ clear 502/503/504 and no request can outlive the cold-start budget."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 
 import httpx
 import pytest
-from gateway_fixtures import ALPHA, client, gateway_over, standin, wait_until
+from gateway_fixtures import ALPHA, client, gateway_over, serve_asgi, standin, wait_until
 from standin_vllm import free_port
+from starlette.applications import Starlette
 
-from mvgen.runtime.backends import HttpBackend
 from mvgen.runtime.errors import relay_error_content
-from mvgen.runtime.models import ServedModel
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -79,6 +77,26 @@ def test_refused_connection_is_503_with_retry_after() -> None:
 
 
 @pytest.mark.parametrize(
+    "upstream,message",
+    [
+        ("https", "TLS failed"),  # https:// to uvicorn speaking plain HTTP, as vLLM does
+        ("http://does-not-exist.invalid:8000", "host name does not resolve"),  # RFC 2606
+    ],
+)
+def test_a_wrong_scheme_or_host_is_502_at_once_not_a_wait_for_loading(
+    upstream: str, message: str
+) -> None:
+    with serve_asgi(Starlette()) as plain:
+        target = plain.replace("http://", "https://") if upstream == "https" else upstream
+        with gateway_over({"alpha": target}, connect_wait=30.0) as url, client(url) as c:
+            started = time.monotonic()
+            response = c.post("/v1/chat/completions", json=CHAT)
+            error = error_of(response, 502, "upstream_connection_error")
+            assert message in error["message"]
+            assert time.monotonic() - started < 10  # not retried for connect_wait (30 s)
+
+
+@pytest.mark.parametrize(
     "mode,stream,code",
     [
         ("drop", False, "upstream_connection_error"),
@@ -125,22 +143,3 @@ def test_non_json_upstream_error_is_wrapped_in_an_openai_error() -> None:
     )
     original = b'{"error": {"message": "m", "type": "BadRequestError", "code": 400}}'
     assert relay_error_content(400, original) == original
-
-
-def test_http_backend_ready_is_one_quick_health_check() -> None:
-    alpha, beta = ServedModel("alpha", ALPHA), ServedModel("beta", "org/beta-1b")
-
-    async def check(upstreams: dict[str, str]) -> tuple[bool, bool]:
-        backend = HttpBackend(upstreams, connect_wait=600)
-        try:
-            return await backend.ready(alpha), await backend.ready(beta)
-        finally:
-            await backend.aclose()
-
-    with standin() as up:
-        assert asyncio.run(check({"alpha": up.url})) == (True, False)  # beta: no upstream
-    with standin(ready_after=30.0, not_ready="503") as loading:
-        assert asyncio.run(check({"alpha": loading.url})) == (False, False)
-    started = time.monotonic()
-    assert asyncio.run(check({"alpha": f"http://127.0.0.1:{free_port()}"})) == (False, False)
-    assert time.monotonic() - started < 2  # refused connections are not retried

@@ -169,10 +169,6 @@ class ExplodingBackend:
         self.calls.append("stream")
         raise AssertionError("backend called")
 
-    async def ready(self, model: ServedModel) -> bool:
-        self.calls.append("ready")
-        raise AssertionError("backend called")
-
     async def aclose(self) -> None:
         pass
 

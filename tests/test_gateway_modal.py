@@ -278,18 +278,6 @@ def test_health_never_touches_a_pool(upstream: StandinServer) -> None:
     assert server.rpcs == []
 
 
-def test_backend_ready_asks_the_pool_for_vllm_health(upstream: StandinServer) -> None:
-    model = ServedModel("alpha", ALPHA)
-    with modal_pools(upstream) as (server, modal_client):
-        backend = ModalBackend(pool_class(modal_client), client=modal_client)
-        assert asyncio.run(backend.ready(model)) is True
-        assert [c.args for c in server.spawned()] == [("/health", {})]
-    with standin(ready_after=60, not_ready="503") as loading:
-        with modal_pools(loading) as (server, modal_client):
-            backend = ModalBackend(pool_class(modal_client), client=modal_client)
-            assert asyncio.run(backend.ready(model)) is False
-
-
 # --- cancellation ---------------------------------------------------------------------------
 
 

@@ -87,8 +87,6 @@ class Backend(Protocol):
 
     async def stream(self, model: ServedModel, path: str, body: dict) -> UpstreamStream: ...
 
-    async def ready(self, model: ServedModel) -> bool: ...
-
     async def aclose(self) -> None: ...
 
 
@@ -199,6 +197,14 @@ def _failure(exc: BaseException, label: str) -> UpstreamError:
     """Turn an aiohttp failure into the status the client should see."""
     if isinstance(exc, TimeoutError):  # aiohttp's read and connect timeouts are these
         return UpstreamTimeout(f"{label} did not answer in time ({type(exc).__name__}).")
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return UpstreamProtocolError(
+            f"{label}'s host name does not resolve.", code="upstream_connection_error"
+        )
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return UpstreamProtocolError(
+            f"{label}: TLS failed (is the URL's scheme right?).", code="upstream_connection_error"
+        )
     if isinstance(exc, aiohttp.ClientResponseError):
         return UpstreamProtocolError(f"{label} sent a malformed HTTP response.")
     if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
@@ -212,6 +218,14 @@ def _failure(exc: BaseException, label: str) -> UpstreamError:
 
 
 _FAILURES = (aiohttp.ClientError, OSError, TimeoutError)
+
+
+def _may_be_loading(exc: aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError) -> bool:
+    """Refused (vLLM not listening yet) or slow to connect: worth retrying. A name that
+    does not resolve or a TLS failure is not."""
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return True
+    return isinstance(exc.os_error, ConnectionRefusedError)
 
 
 class _Chunks:
@@ -293,18 +307,6 @@ class HttpUpstream:
             raise
         response.release()
         return UpstreamResponse(status, headers, content, cold_start=waited)
-
-    async def healthy(self, timeout: float = 5.0) -> bool:
-        """One GET /health, no retries: a loading server simply is not healthy yet."""
-        try:
-            async with asyncio.timeout(timeout):
-                response = await self._client.session.get(
-                    self._base + "/health", allow_redirects=False
-                )
-                response.close()
-        except (*_FAILURES, ValueError):
-            return False
-        return response.status == 200
 
     async def stream(self, path: str, body: dict) -> UpstreamStream:
         response, waited = await self._send("POST", path, body, stream=True)
@@ -391,6 +393,8 @@ class HttpUpstream:
                     )
                     return response, waited
             except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+                if not _may_be_loading(exc):  # a wrong host or scheme does not heal
+                    raise _failure(exc, self._label) from None
                 if time.monotonic() >= deadline:
                     raise UpstreamUnavailable(
                         f"{self._label} is not accepting connections "
@@ -439,14 +443,6 @@ class HttpBackend:
 
     async def stream(self, model: ServedModel, path: str, body: dict) -> UpstreamStream:
         return await self._upstream(model).stream(path, body)
-
-    async def ready(self, model: ServedModel) -> bool:
-        """GET /health on the upstream, once, with a short deadline."""
-        try:
-            upstream = self._upstream(model)
-        except ModelNotDeployed:
-            return False
-        return await upstream.healthy()
 
     async def aclose(self) -> None:
         await self._client.aclose()

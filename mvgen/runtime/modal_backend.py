@@ -185,15 +185,6 @@ class ModalBackend:
             cold_start=waited_for_start(time.monotonic() - started, first.get("ready_age")),
         )
 
-    async def ready(self, model: ServedModel) -> bool:
-        """Asks the pool for vLLM's /health. Unlike HttpBackend this starts a container
-        when none is running, which is why the gateway's /health never calls it."""
-        try:
-            wire = await self._call(model, "request", "/health", {})
-        except Exception:
-            return False
-        return int(wire["status"]) == 200
-
     async def aclose(self) -> None:
         """Cancels every call still running (the gateway is shutting down)."""
         await asyncio.gather(*(self._cancel(call) for call in list(self._calls)))
