@@ -547,3 +547,38 @@ def test_the_wait_for_vllm_counts_the_time_its_start_took() -> None:
     record = lifecycle.StartRecord(start_failures.StartFailures(InMemoryDict()), "k")
     assert lifecycle.start_vllm(vllm, record, ready_timeout=1.0) is None  # type: ignore[arg-type]
     assert vllm.waited is not None and vllm.waited <= 0.7
+
+
+class _RestoredVllm:
+    """A restored vLLM whose /wake_up fails the way httpx reports a dead server."""
+
+    port = 1
+    watched = False
+
+    def wake_up(self) -> None:
+        raise httpx.ConnectError("connection refused")
+
+    def watch(self, on_exit: Any) -> None:
+        self.watched = True
+
+
+def test_a_vllm_that_does_not_wake_after_a_restore_is_a_recorded_failed_start(
+    env: SimpleNamespace,
+) -> None:
+    store = InMemoryDict()
+    record = lifecycle.StartRecord(start_failures.StartFailures(store), "k")
+    stopped = threading.Event()
+    vllm = _RestoredVllm()
+    pool = lifecycle.restore_pool(
+        vllm,  # type: ignore[arg-type]
+        "org/model",
+        record,
+        stop_container=stopped.set,
+        on_vllm_exit=env.exits.append,
+        grace=0.05,
+    )
+    assert isinstance(pool, lifecycle.FailedPool) and not vllm.watched
+    (entry,) = store.snapshot().values()
+    assert entry["count"] == 1 and "did not wake up" in entry["cause"]
+    assert "ConnectError" in entry["cause"]
+    assert stopped.wait(5)  # the container stops after its grace period

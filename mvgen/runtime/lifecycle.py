@@ -11,7 +11,8 @@ that succeeds clears the record and arms the watchdog.
   the PoolServer (or FailedPool) it returns.
 - legacy mode: `BackgroundStart`, because the gateway in the same container answers
   while vLLM loads; the gateway's StartGate asks it how the start went.
-- GPU snapshots: `start_or_raise` at snapshot time, so no snapshot holds a failed start.
+- GPU snapshots: `start_or_raise` at snapshot time, so no snapshot holds a failed start;
+  `restore_pool` after each restore.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import os
 import threading
 import time
 from collections.abc import Callable
+
+import httpx
 
 from .errors import ModelFailedToStart
 from .start_failures import StartFailure, StartFailures
@@ -86,6 +89,29 @@ def start_pool(
         return PoolServer(vllm.port)
     stop_later(stop_container, grace)
     return FailedPool(record.error(name, failure))
+
+
+def restore_pool(
+    vllm: VllmProcess,
+    name: str,
+    record: StartRecord,
+    *,
+    stop_container: Callable[[], None],
+    on_vllm_exit: Callable[[int], None],
+    grace: float | None = None,
+) -> PoolServer | FailedPool:
+    """GPU snapshots' `@modal.enter(snap=False)`: wake the restored vLLM, then serve as
+    start_pool does; a vLLM that does not wake counts as a failed start."""
+    try:
+        vllm.wake_up()
+    except (VllmStartupError, httpx.HTTPError, ValueError) as exc:
+        cause = exc.cause if isinstance(exc, VllmStartupError) else f"{type(exc).__name__}: {exc}"
+        failure = record.failures.record_failure(record.key, f"vLLM did not wake up: {cause}")
+        log.error("vLLM did not wake up after a restore (%d in a row): %s", failure.count, cause)
+        stop_later(stop_container, grace)
+        return FailedPool(record.error(name, failure))
+    vllm.watch(on_vllm_exit)
+    return PoolServer(vllm.port)
 
 
 def start_or_raise(vllm: VllmProcess, record: StartRecord, *, ready_timeout: float) -> None:
