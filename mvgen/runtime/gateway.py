@@ -1,7 +1,8 @@
 """The public, OpenAI-compatible gateway in front of the vLLM servers of one app.
 
 It authenticates with a Bearer key, resolves the requested model by any of its names,
-forwards the JSON body with only `model` rewritten, and relays answers and SSE streams.
+forwards the JSON body with `model` rewritten (and, for streams, vLLM's usage event asked
+for, then dropped again: docs/gateway.md, "Logs"), and relays answers and SSE streams.
 Only the routes below exist, each served to the kinds of model that have it (chat, or
 embeddings and rerank); vLLM's other (unauthenticated) routes are never reachable.
 See docs/gateway.md for the behaviour and the reasons behind it.

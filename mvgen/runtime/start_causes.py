@@ -7,8 +7,9 @@ repository on the Hugging Face Hub, a command-line argument vLLM does not know, 
 CUDA driver older than the image's CUDA runtime. Anything else is reported by vLLM's
 last error line.
 
-Causes go back to API callers, so nothing here repeats an argument's value or anything
-shaped like a token: only flag names, model names and figures.
+Causes go back to API callers: flag names, model names, figures and, for a refused
+option, its value (clipped). Those values come from deployments.yaml, where `mvgen
+validate` refuses secret-looking ones; nothing here reads the environment or a header.
 """
 
 from __future__ import annotations
