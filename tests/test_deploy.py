@@ -25,6 +25,7 @@ import pytest
 from conftest import BASE_CONFIG, ROOT, run_cli
 
 from mvgen import deploy
+from mvgen.config import load_plan
 from mvgen.deploy import CREDENTIAL_ENV_VARS, DeployError, endpoint_url, has_credentials
 
 FAKE_MODAL_DIR = Path(__file__).resolve().parent / "fake_modal"
@@ -188,11 +189,12 @@ def test_the_real_modal_cli_imports_the_generated_app_in_makes_environment(tmp_p
     """What the make target finally runs: this environment's `modal deploy FILE`. Without
     credentials it stops at authentication, which comes after importing the file, so an
     import error (httpx, starlette or mvgen missing) would show here instead."""
+    app_file = f"generated/{load_plan(ROOT / 'deployments.yaml').apps[0].filename}"
     modal_cli = Path(sys.executable).parent / "modal"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODAL_")}
     env["HOME"] = str(tmp_path)  # no ~/.modal.toml
     result = subprocess.run(
-        [str(modal_cli), "deploy", "generated/vllm_h100.py"],
+        [str(modal_cli), "deploy", app_file],
         cwd=ROOT,
         env=env,
         capture_output=True,
