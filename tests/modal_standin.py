@@ -396,6 +396,10 @@ class ModalStandin(_AllUnimplemented):
             self._ready_at = time.monotonic() + self.start_delay
         await asyncio.sleep(max(0.0, self._ready_at - time.monotonic()))
 
+    def container_started(self) -> bool:
+        """The "container" the first input started has finished starting."""
+        return self._ready_at is not None and time.monotonic() >= self._ready_at
+
     async def FunctionGetOutputs(self, stream: Any) -> None:
         request = await self._recv("FunctionGetOutputs", stream)
         call = self.calls.get(request.function_call_id)

@@ -171,6 +171,11 @@ def test_a_stream_gives_its_body_budget_back_once_the_upstream_has_it() -> None:
 # --- `mvgen gateway`'s server ----------------------------------------------------------------
 
 FAST = ServerLimits(keep_alive_timeout=1, head_timeout=0.5, max_head_bytes=8192, max_connections=8)
+# For "closed at once": no timer of the server's could close the socket within 2 s, so a
+# close that quick is the check itself, even on a loaded machine.
+SLOW_TIMERS = ServerLimits(
+    keep_alive_timeout=5, head_timeout=5, max_head_bytes=8192, max_connections=8
+)
 
 
 @contextlib.contextmanager
@@ -218,10 +223,10 @@ def test_a_head_over_the_size_limit_is_400(upstream: StandinServer, finished: bo
         if finished
         else post_head(2)[:-4] + pad
     )
-    with guarded_gateway(upstream.url) as url, connect(url) as sock:
+    with guarded_gateway(upstream.url, SLOW_TIMERS) as url, connect(url) as sock:
         sock.sendall(head)
         assert read_response(sock)[0] == 400
-        assert closed_within(sock, 5) < 0.3
+        assert closed_within(sock, 10) < 2
 
 
 def test_an_idle_kept_alive_connection_is_reaped(upstream: StandinServer) -> None:
@@ -248,11 +253,11 @@ def test_the_rest_of_an_unread_body_must_come_before_the_deadline(
 
 
 def test_connections_past_the_cap_are_closed_at_once(upstream: StandinServer) -> None:
-    with guarded_gateway(upstream.url) as url:
-        idle = [connect(url) for _ in range(FAST.max_connections)]
+    with guarded_gateway(upstream.url, SLOW_TIMERS) as url:
+        idle = [connect(url) for _ in range(SLOW_TIMERS.max_connections)]
         time.sleep(0.1)
         with connect(url) as extra:
-            assert closed_within(extra, 5) < 0.3
+            assert closed_within(extra, 10) < 2
         for sock in idle:
             sock.close()
         time.sleep(0.1)

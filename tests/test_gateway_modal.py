@@ -196,7 +196,8 @@ def test_cold_pool_answers_503_then_serves_once_started(upstream: StandinServer)
             assert response.status_code == 503
             assert response.json()["error"]["code"] == "model_not_ready"
             assert response.headers["retry-after"] == "2"
-            time.sleep(3.0)  # the "container" kept starting after the request gave up
+            # the "container" kept starting after the request gave up
+            wait_until(server.container_started, 10, "the pool's container never started")
             assert c.post("/v1/chat/completions", json=CHAT).status_code == 200
     first, retry = server.spawned()
     assert server.cancelled_call_ids() == [first.call_id]
