@@ -165,6 +165,15 @@ class Architecture:
     hf_architectures: tuple[str, ...] = ()
     encoder_only: bool = False
     num_labels: int | None = None
+    attention_heads: int | None = None  # query heads; None when declared without them
+
+    def splits_across(self, gpus: int) -> bool:
+        """Whether vLLM 0.12 can shard this model over `gpus` GPUs: query heads divide
+        evenly (config/model.py, verify_with_parallel_config), and KV heads divide or are
+        replicated a whole number of times (layers/linear.py, QKVParallelLinear)."""
+        if self.attention_heads is not None and self.attention_heads % gpus:
+            return False
+        return self.kv_heads % gpus == 0 or gpus % self.kv_heads == 0
 
 
 @dataclass(frozen=True)

@@ -109,25 +109,26 @@ def url_labels(plan: Plan, lines: Lines, warnings: list[str]) -> list[Problem]:
 
 
 def tensor_parallel(plan: Plan, lines: Lines, warnings: list[str]) -> list[Problem]:
-    """vLLM splits KV heads across GPUs; a count that does not divide them fails at load."""
+    """vLLM shards attention heads across GPUs; a count it cannot shard fails at load."""
     problems = []
     for d in plan.deployments:
         count = d.settings.gpu_count
-        arch = d.model.architecture
+        arch = d.architecture
         if count == 1:
             continue
         if arch is None:
             warnings.append(
                 f"models.{d.model.key}: gpu_count {count} on {d.gpu.key} not checked "
-                "against KV heads: add architecture: to the model"
+                "against the model's attention heads: run `make lock`, or declare architecture:"
             )
             continue
-        if arch.kv_heads % count:
-            fits = [n for n in range(1, 9) if arch.kv_heads % n == 0]
+        if not arch.splits_across(count):
+            fits = [n for n in range(1, 9) if arch.splits_across(n)]
+            heads = f"{arch.attention_heads} attention heads and " if arch.attention_heads else ""
             problems.append(
                 Problem(
                     f"models.{d.model.key}.per_gpu.{d.gpu.key}.gpu_count",
-                    f"{count} GPUs cannot split {arch.kv_heads} KV heads evenly",
+                    f"vLLM cannot shard {heads}{arch.kv_heads} KV heads over {count} GPUs",
                     _setting_line(lines, d.model.key, d.gpu.key, "gpu_count"),
                     f"use one of: {', '.join(map(str, fits))}",
                 )
@@ -139,7 +140,7 @@ def context_length(plan: Plan, lines: Lines, warnings: list[str]) -> list[Proble
     """vLLM refuses a max_model_len beyond the model's own context."""
     problems = []
     for d in plan.deployments:
-        arch = d.model.architecture
+        arch = d.architecture
         if arch and d.settings.max_model_len > arch.max_context:
             problems.append(
                 Problem(

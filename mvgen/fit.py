@@ -763,7 +763,7 @@ def fixes(d: Deployment, fit: Fit, vllm: str) -> list[str]:
         if lower > 0 and works(replace(settings, gpu_memory_utilization=lower)):
             out.append(f"gpu_memory_utilization: {lower:g}")
     for count in range(settings.gpu_count + 1, MAX_GPUS_PER_CONTAINER + 1):
-        if arch.kv_heads % count == 0 and works(replace(settings, gpu_count=count)):
+        if arch.splits_across(count) and works(replace(settings, gpu_count=count)):
             out.append(f"gpu_count: {count}")
             break
     elsewhere = [

@@ -96,7 +96,7 @@ CASES = [
     (
         "tensor parallel does not divide KV heads",
         replace("{quantization: fp8, max_model_len: 8192}", "{gpu_count: 3}"),
-        ["models.qwen3-vl-30b.per_gpu.l40s.gpu_count", "4 KV heads", "1, 2, 4"],
+        ["models.qwen3-vl-30b.per_gpu.l40s.gpu_count", "4 KV heads over 3 GPUs", "1, 2, 4, 8"],
     ),
     (
         "max_model_len beyond the model's context",

@@ -588,3 +588,12 @@ def test_the_seed_serves_fp8_checkpoints_on_l40s_under_the_same_names() -> None:
         names = cmd[cmd.index("--served-model-name") + 1 : cmd.index("--host")]
         assert names == list(d.model.names)
         assert d.model.hf_id in names and ckpt not in names
+
+
+def test_tensor_parallel_sizes_follow_vllm_012s_sharding() -> None:
+    """Query heads must divide (config/model.py); KV heads divide or are copied a whole
+    number of times (layers/linear.py QKVParallelLinear): Qwen3-VL's 32 / 4 heads."""
+    qwen = replace(QWEN, attention_heads=32, kv_heads=4)
+    assert [n for n in range(1, 17) if qwen.splits_across(n)] == [1, 2, 4, 8, 16]
+    assert not replace(qwen, attention_heads=24).splits_across(16)  # 24 % 16: refused
+    assert replace(QWEN, attention_heads=None, kv_heads=4).splits_across(8)  # declared shape
