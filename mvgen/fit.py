@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from mvgen.catalog import (
@@ -39,6 +39,7 @@ from mvgen.errors import Problem
 from mvgen.hfconfig import TORCH_DTYPE_BYTES
 from mvgen.loader import Lines
 from mvgen.plan import Deployment, Plan, Settings
+from mvgen.vllm_flags import flag_value
 
 GIB = 1024**3
 MIB = 1024**2
@@ -137,15 +138,17 @@ def version_tuple(text: str) -> tuple[int, ...]:
     return tuple(int(n) for n in re.findall(r"\d+", text)[:3])
 
 
-def flag_value(args: Sequence[str], flag: str) -> str | None:
-    """The value of `--flag V` or `--flag=V` in extra_args; the last one wins, as in argparse."""
-    value = None
-    for i, arg in enumerate(args):
-        if arg == flag and i + 1 < len(args):
-            value = args[i + 1]
-        elif arg.startswith(flag + "="):
-            value = arg.split("=", 1)[1]
-    return value
+def human_readable_int(value: str) -> int | None:
+    """vLLM's reading of `--max-num-batched-tokens 4k` (arg_utils.py human_readable_int:
+    k/m/g x 1000s, K/M/G x 1024s); None when vLLM would refuse it."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([kmgKMG]?)", value.strip())
+    if not match:
+        return None
+    number, suffix = match.groups()
+    if suffix.isupper() and "." in number:
+        return None  # vLLM: no decimals with binary suffixes
+    scale = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "K": 2**10, "M": 2**20, "G": 2**30}
+    return int(float(number) * scale[suffix]) if suffix else int(number)
 
 
 def torch_visible_bytes(gpu: GpuType) -> float:
@@ -581,8 +584,8 @@ def assess(
         return Fit("unknown", f"--kv-cache-dtype {kv_dtype!r} has no known size")
     seqs = settings.max_num_seqs or default_max_num_seqs(gpu)
     batched = flag_value(settings.extra_args, "--max-num-batched-tokens")
-    if batched and batched.isdigit():
-        batched_tokens = int(batched)
+    if batched and human_readable_int(batched):
+        batched_tokens = human_readable_int(batched)
     elif arch.encoder_only:
         batched_tokens = unchunked_batched_tokens(gpu, settings.max_model_len, seqs)
     else:

@@ -18,6 +18,7 @@ from mvgen.catalog import Architecture
 from mvgen.errors import Problem
 from mvgen.loader import Lines
 from mvgen.runtime.models import KIND_NAMES, KIND_ROUTES
+from mvgen.vllm_flags import normalise_flag
 
 if TYPE_CHECKING:
     from mvgen.plan import Deployment, Plan
@@ -51,7 +52,7 @@ def is_classifier(arch: Architecture | None) -> bool:
 
 
 def overridden(extra_args: Sequence[str]) -> bool:
-    return any(arg.split("=", 1)[0] in OVERRIDE_FLAGS for arg in extra_args)
+    return any(normalise_flag(arg.split("=", 1)[0]) in OVERRIDE_FLAGS for arg in extra_args)
 
 
 def runner_args(kind: str, arch: Architecture | None, extra_args: Sequence[str]) -> list[str]:

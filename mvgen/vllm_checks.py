@@ -19,6 +19,7 @@ from mvgen.vllm_flags import (
     VllmDataMissing,
     accepted_flags,
     check_serve_argv,
+    normalise_flag,
     scan_serve_argv,
 )
 
@@ -111,7 +112,9 @@ def _field_findings(d: Deployment, flags: FlagSet) -> Iterator[tuple[YamlPath, s
     model = d.model
     for name, (option, what, plugin) in PARSER_FIELDS.items():
         value = getattr(model, name)
-        plugged = any(arg.split("=", 1)[0] == plugin for arg in d.settings.extra_args)
+        plugged = any(
+            normalise_flag(arg.split("=", 1)[0]) == plugin for arg in d.settings.extra_args
+        )
         if value and not plugged:
             problem = _value_problem(flags, option, value, what)
             if problem:

@@ -26,6 +26,8 @@ __all__ = [
     "accepted_flags",
     "available_versions",
     "check_serve_argv",
+    "flag_value",
+    "normalise_flag",
     "scan_serve_argv",
     "unknown_flags",
 ]
@@ -146,11 +148,26 @@ class FlagUse:
 _NEGATIVE_NUMBER = re.compile(r"^-\d+$|^-\d*\.\d+$")
 
 
+def flag_value(args: Sequence[str], flag: str) -> str | None:
+    """The value of `--flag V` or `--flag=V` among `args`, spelt with dashes or
+    underscores as vLLM accepts; the last one wins, as in argparse."""
+    value = None
+    for i, arg in enumerate(args):
+        name, eq, given = arg.partition("=")
+        if normalise_flag(name) != flag:
+            continue
+        if eq:
+            value = given
+        elif i + 1 < len(args):
+            value = args[i + 1]
+    return value
+
+
 def _is_flag(token: str) -> bool:
     return token.startswith("-") and token != "-" and not _NEGATIVE_NUMBER.match(token)
 
 
-def _normalise(name: str) -> str:
+def normalise_flag(name: str) -> str:
     """vLLM's parser accepts `--max_model_len`: dashes before the first dot."""
     if not name.startswith("--"):
         return name
@@ -199,7 +216,7 @@ class _ArgvScan:
         return self._flag(index, name, inline if has_value else None)
 
     def _flag(self, index: int, written: str, inline: str | None) -> int:
-        name = _normalise(written)
+        name = normalise_flag(written)
         if name.startswith("-O") and not name.startswith("--"):
             # -O3 / -O=3 / -O 3: vLLM rewrites these to --optimization-level.
             flag = self._require(index, written, "--optimization-level")

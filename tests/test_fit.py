@@ -597,3 +597,32 @@ def test_tensor_parallel_sizes_follow_vllm_012s_sharding() -> None:
     assert [n for n in range(1, 17) if qwen.splits_across(n)] == [1, 2, 4, 8, 16]
     assert not replace(qwen, attention_heads=24).splits_across(16)  # 24 % 16: refused
     assert replace(QWEN, attention_heads=None, kv_heads=4).splits_across(8)  # declared shape
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        ("--max-num-batched-tokens", "2048"),
+        ("--max_num_batched_tokens", "2048"),  # vLLM turns underscores into dashes
+        ("--max-num-batched-tokens=2048",),
+        ("--max-num-batched-tokens", "2K"),  # vLLM's human_readable_int: 2 x 1024
+    ],
+)
+def test_extra_args_are_read_in_every_spelling_vllm_accepts(spelling: tuple[str, ...]) -> None:
+    s = replace(BF16, max_model_len=16384)
+    default = fit.assess(GEMMA_27B, gpu("H100"), s, GEMMA_27B_CKPT)
+    given = fit.assess(GEMMA_27B, gpu("H100"), replace(s, extra_args=spelling), GEMMA_27B_CKPT)
+    assert given.kv_budget_bytes != default.kv_budget_bytes  # 8192 is H100's default step
+    written = fit.assess(
+        GEMMA_27B,
+        gpu("H100"),
+        replace(s, extra_args=("--max-num-batched-tokens", "2048")),
+        GEMMA_27B_CKPT,
+    )
+    assert given == written
+
+
+def test_human_readable_ints_as_vllm_reads_them() -> None:
+    assert [fit.human_readable_int(v) for v in ("4096", "4k", "2K", "25.6k", "1.5K", "x")] == [
+        4096, 4000, 2048, 25600, None, None,
+    ]  # fmt: skip
