@@ -84,6 +84,9 @@ TEXT_DEFAULTS: dict[str, dict[str, Any]] = {
         "num_experts": 60,
         "tie_word_embeddings": False,
     },
+    # Gemma2Config alternates (layer_types): layer i is global when (i + 1) % 2 == 0, which
+    # config.json does not spell out; vLLM's gemma2.py reads the alternation.
+    "gemma2": {"sliding_window_pattern": 2, "tie_word_embeddings": True},
     "gemma3_text": {
         "vocab_size": 262_208,
         "hidden_size": 2304,

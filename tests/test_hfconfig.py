@@ -263,3 +263,24 @@ def test_attention_mvgen_cannot_size_leaves_the_facts_unknown(field: str, value:
     config, params, _ = recorded("Qwen/Qwen3-30B-A3B")
     with pytest.raises(ConfigProblem, match="does not size"):
         read_checkpoint("x/y", {**config, field: value, "sliding_window": 4096}, params)
+
+
+def test_gemma_2_alternates_sliding_and_global_layers() -> None:
+    """Gemma 2's config.json names a window but no layer pattern; transformers' Gemma2Config
+    (and so vLLM) alternate: every second layer is global. Shape of google/gemma-2-9b-it."""
+    config = {
+        "architectures": ["Gemma2ForCausalLM"],
+        "model_type": "gemma2",
+        "hidden_size": 3584,
+        "intermediate_size": 14336,
+        "num_hidden_layers": 42,
+        "num_attention_heads": 16,
+        "num_key_value_heads": 8,
+        "head_dim": 256,
+        "max_position_embeddings": 8192,
+        "sliding_window": 4096,
+        "vocab_size": 256000,
+        "torch_dtype": "bfloat16",
+    }
+    arch, _ = read_checkpoint("google/gemma-2-9b-it", config, {"BF16": 9_241_705_984})
+    assert (arch.sliding_window, arch.global_layer_every) == (4096, 2)
