@@ -66,12 +66,9 @@ class Hub:
         if config.get("model_type") in QWEN_VL_TYPES:
             processor = self._json(ref, "preprocessor_config.json", sha) or {}
             preprocessor = {"size": processor["size"]} if "size" in processor else None
+        # None for a checkpoint without safetensors (vLLM 0.12 also loads *.bin): the fit
+        # then sizes its weights from config.json's shapes.
         parameters = dict(info.safetensors.parameters) if info.safetensors else None
-        if not parameters:
-            raise HubError(
-                f"{ref.where}: {ref.hf_id} has no safetensors weights the Hub can size; "
-                "vLLM serves safetensors checkpoints"
-            )
         return LockEntry(
             hf_id=ref.hf_id,
             revision=ref.revision,

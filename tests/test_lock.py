@@ -402,3 +402,27 @@ def test_a_model_repo_named_as_an_adapter_is_refused(hub, config: Path) -> None:
     )
     assert "adapter_config.json" in result.stderr
     assert not lock_path(config).exists()
+
+
+def test_a_checkpoint_without_safetensors_is_locked_and_sized_from_its_shapes(
+    hub, config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """vLLM 0.12 loads *.bin checkpoints too; the Hub gives no safetensors sizes for them."""
+    import hub_standin
+
+    recordings = tmp_path / "hf"
+    shutil.copytree(hub_standin.RECORDED, recordings)
+    (recordings / "mistralai--Mistral-7B-Instruct-v0.3" / "safetensors.json").unlink()
+    monkeypatch.setattr(hub_standin, "RECORDED", recordings)
+    _, url = hub
+    mistral = "mistralai/Mistral-7B-Instruct-v0.3"
+    config.write_text(
+        f"workspace: acme\ngpus: {{h100: {{type: H100}}}}\nmodels:\n  m: {{hf_id: {mistral}}}\n"
+    )
+    locked = lock_cmd(config, url)
+    assert locked.exit_code == 0, locked.output
+    (entry,) = json.loads(lock_path(config).read_text())["checkpoints"].values()
+    assert entry["safetensors_parameters"] is None
+    planned = run_cli("plan", "--json", "--config", str(config), "--output-dir", str(tmp_path))
+    (row,) = [m for a in json.loads(planned.stdout)["apps"] for m in a["models"]]
+    assert row["fit"]["status"] == "fits"
