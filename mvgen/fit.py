@@ -56,7 +56,6 @@ ONLINE_QUANT_STREAMS_FROM = (0, 16, 0)
 # vLLM 0.21 profiles it first (0.12 gpu_worker.py compile_or_warm_up_model: "`memory_profiling`
 # does not consider CUDAGraph memory size"; 0.33 logs "default since v0.21.0").
 CUDA_GRAPHS_PROFILED_FROM = (0, 21, 0)
-ONLINE_QUANT = ("fp8", "fp8_per_tensor")  # methods vLLM applies to a 16-bit checkpoint at load
 
 # --- the GPU as torch sees it ---------------------------------------------------------------
 

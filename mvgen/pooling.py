@@ -17,13 +17,12 @@ from typing import TYPE_CHECKING
 from mvgen.catalog import Architecture
 from mvgen.errors import Problem
 from mvgen.loader import Lines
-from mvgen.runtime.models import KIND_NAMES, KIND_ROUTES
+from mvgen.runtime.models import KIND_NAMES
 from mvgen.vllm_flags import normalise_flag
 
 if TYPE_CHECKING:
     from mvgen.plan import Deployment, Plan
 
-KINDS = tuple(KIND_ROUTES)
 POOLING_KINDS = ("embed", "rerank")
 # Architecture-name suffixes vLLM 0.12 resolves to a generating model (_SUFFIX_TO_DEFAULTS)...
 GENERATIVE_SUFFIXES = ("ForCausalLM", "ForConditionalGeneration", "ChatModel", "LMHeadModel")

@@ -87,13 +87,6 @@ class FlagSet:
     def get(self, option: str) -> Flag | None:
         return self.flags.get(option)
 
-    def takes_value(self, option: str) -> bool:
-        return self.flags[option].takes_value
-
-    @property
-    def dests(self) -> set[str]:
-        return {flag.dest for flag in self.flags.values()}
-
     @classmethod
     def from_data(cls, data: dict[str, Any]) -> FlagSet:
         flags = {
