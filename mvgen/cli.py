@@ -30,15 +30,21 @@ def config_option(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def friendly_errors(f: Callable[..., Any]) -> Callable[..., Any]:
-    """Config problems print as a list and exit 2; never a traceback."""
+    """Never a traceback: config problems print as a list and exit 2; problems with Modal
+    (its CLI missing or failing, credentials, the choice of app) as one message, exit 1."""
 
     @wraps(f)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from mvgen.deploy import DeployError
+
         try:
             return f(*args, **kwargs)
         except ConfigError as exc:
             click.echo(exc.render(), err=True)
             sys.exit(EXIT_CONFIG)
+        except DeployError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
 
     return wrapper
 
@@ -358,22 +364,6 @@ def gpu_model_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--gpu", metavar="GPU", help="A GPU short name, e.g. h100.")(f)
 
 
-def deploy_errors(f: Callable[..., Any]) -> Callable[..., Any]:
-    """Problems with Modal or the choice of app print as one message and exit 1."""
-
-    @wraps(f)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from mvgen.deploy import DeployError
-
-        try:
-            return f(*args, **kwargs)
-        except DeployError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(1)
-
-    return wrapper
-
-
 def _chosen_apps(plan: Any, gpu: str | None, model: str | None, every: bool) -> list[Any]:
     from mvgen.deploy import select_apps
 
@@ -387,7 +377,6 @@ def _chosen_apps(plan: Any, gpu: str | None, model: str | None, every: bool) -> 
 @gpu_model_options
 @click.option("--all", "every", is_flag=True, help="Deploy every app.")
 @friendly_errors
-@deploy_errors
 def deploy(config_path: Path, gpu: str | None, model: str | None, every: bool) -> None:
     """Deploy one GPU's app (legacy: one model x GPU), or --all, after a preflight;
     exit 1 if the preflight refuses or any deploy fails."""
@@ -429,7 +418,6 @@ def deploy(config_path: Path, gpu: str | None, model: str | None, every: bool) -
 @config_option
 @gpu_model_options
 @friendly_errors
-@deploy_errors
 def url(config_path: Path, gpu: str | None, model: str | None) -> None:
     """Print the endpoint URL of a GPU's app (legacy: of each model x GPU app)."""
     from mvgen import deploy as d
@@ -448,7 +436,6 @@ def url(config_path: Path, gpu: str | None, model: str | None) -> None:
 @gpu_model_options
 @click.option("-f", "--follow", is_flag=True, help="Stream new log lines until Ctrl-C.")
 @friendly_errors
-@deploy_errors
 def logs(config_path: Path, gpu: str | None, model: str | None, follow: bool) -> None:
     """Show an app's recent logs (`modal app logs`), or follow them."""
     from mvgen import deploy as d
@@ -469,7 +456,6 @@ def logs(config_path: Path, gpu: str | None, model: str | None, follow: bool) ->
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON for machines.")
 @friendly_errors
-@deploy_errors
 def stats(config_path: Path, gpu: str | None, model: str | None, since: str, as_json: bool) -> None:
     """Per-model time to first token, tokens/s, cold starts and errors, from the gateway's
     request lines in a GPU's app logs (`modal app logs`; legacy: each model's app)."""
@@ -512,7 +498,6 @@ def stats(config_path: Path, gpu: str | None, model: str | None, since: str, as_
 @config_option
 @gpu_model_options
 @friendly_errors
-@deploy_errors
 def stop(config_path: Path, gpu: str | None, model: str | None) -> None:
     """Stop a GPU's app (legacy: its model x GPU apps), freeing its web endpoint."""
     from mvgen import deploy as d
@@ -542,7 +527,6 @@ def stop(config_path: Path, gpu: str | None, model: str | None) -> None:
     help="Containers to keep up meanwhile.",
 )
 @friendly_errors
-@deploy_errors
 def warm(
     config_path: Path, gpu: str | None, model: str | None, duration: str, minimum: int
 ) -> None:
@@ -577,7 +561,6 @@ def warm(
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @friendly_errors
-@deploy_errors
 def smoke_test(
     config_path: Path,
     gpu: str | None,

@@ -538,6 +538,21 @@ def test_modal_missing_everywhere_is_a_clear_error(tmp_path, fake_modal, monkeyp
     assert "make validate" in result.stderr
 
 
+@pytest.mark.parametrize("command", [["render"], ["plan"], ["env", "--gpu", "h100"]])
+def test_modal_missing_while_reading_the_workspace_is_a_clear_error(
+    tmp_path, fake_modal, monkeypatch, command
+):
+    """Without `workspace:` these ask the modal CLI for the profile: no traceback."""
+    root = project(tmp_path, "\n".join(
+        line for line in BASE_CONFIG.splitlines() if not line.startswith("workspace:")
+    ))  # fmt: skip
+    monkeypatch.setattr(deploy, "find_modal", lambda: None)
+    result = mvgen(root, *command)
+    assert result.exit_code == 1, result.output
+    assert "the `modal` command is neither beside" in result.stderr
+    assert "Traceback" not in result.output + result.stderr
+
+
 def test_the_modal_beside_mvgens_python_is_found_without_path(monkeypatch):
     """`.venv/bin/mvgen deploy` from a shell where .venv/bin is not on PATH."""
     monkeypatch.setenv("PATH", "/nonexistent")
