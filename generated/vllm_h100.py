@@ -104,7 +104,8 @@ def stop_this_container() -> None:
 
 # ## The models this app serves
 #
-# `names` are what requests may say in "model"; the gateway rewrites them to the first.
+# `served_name` and `aliases` are what requests may say in "model"; the gateway rewrites
+# them to `served_name`. `kind` picks the routes; `adapters` are LoRA adapters on the model.
 # `command` is the exact `vllm serve` line, model first, computed by mvgen.
 
 MODELS = {
@@ -275,10 +276,11 @@ class Vllm:
 
 # ## The gateway: this app's one web endpoint
 #
-# Bearer auth with the key in the "vllm-api-key" secret. /health answers
-# without waking a GPU; /v1/models, /v1/chat/completions and /v1/completions, streams
-# included, go to the pool of the model the request names, unless that model keeps
-# failing to start: then the gateway answers with the cause at once.
+# Bearer auth with the key in this Modal secret:
+#     "vllm-api-key"
+# /health answers without waking a GPU; /v1/models, /v1/chat/completions and
+# /v1/completions, streams included, go to the pool of the model the request names,
+# unless that model keeps failing to start: then the gateway answers with the cause.
 
 
 @app.function(

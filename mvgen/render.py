@@ -129,8 +129,17 @@ def _warm_context(plan: Plan, app: App) -> dict[str, Any]:
             "hold_timeout": HOLD_TIMEOUT,
             "scheduled_timeout": SCHEDULED_TIMEOUT,
             "pool_of": {d.model.key: p.class_name for p in app.pools for d in p.deployments},
+            "comments": {e.index: _warm_comment(e) for e in plan.warm if e.app == app.name},
         },
     }
+
+
+def _warm_comment(entry: Any) -> list[str]:
+    containers = f"{entry.min_containers} container{'s' if entry.min_containers != 1 else ''}"
+    return _wrap_comment(
+        f"{entry.path}: {containers} of {entry.model} up from `{entry.cron}` until "
+        f"{entry.until} ({entry.timezone}), then {entry.static_min} again."
+    )
 
 
 def gpu_container_cpu(gpu_count: int) -> float:

@@ -196,9 +196,22 @@ def test_hostile_values_stay_data(write_config, tmp_path) -> None:
     assert {r["model_name"] for r in litellm["model_list"]} >= {"gemma-3-12b-h100"}
 
 
-def test_ruff_accepts_generated_files_in_both_modes(write_config, tmp_path) -> None:
+# The longest names validation accepts, where templates put user text: a 64-character
+# secret name, and a warm-up entry with a long cron and time zone.
+LONG_NAMES = (
+    "secrets:\n  api_key: {name: %s, key: API_KEY}\n"
+    % ("k" * 64)
+    + 'warm:\n  - {cron: "30 8 1-7,15-21 JAN-MAR,OCT-DEC MON-FRI", '
+    'timezone: America/Argentina/Buenos_Aires, model: qwen3-vl-30b, gpu: h100, until: "18:00"}\n'
+)
+
+
+@pytest.mark.parametrize("names", ["", LONG_NAMES], ids=["base", "longest names"])
+def test_ruff_accepts_generated_files_in_both_modes(write_config, tmp_path, names) -> None:
     for mode in ("gpu", "legacy"):
-        config = write_config(BASE_CONFIG.replace("mode: gpu", f"mode: {mode}"))
+        if mode == "legacy" and names:
+            names = names.split("warm:")[0]  # warm: is gpu mode's
+        config = write_config(BASE_CONFIG.replace("mode: gpu", f"mode: {mode}") + names)
         out = tmp_path / mode
         render_into(config, out)
         target = str(out / "generated")
