@@ -55,8 +55,17 @@ def load_plan(
     data, lines = load_yaml(path)
     lock = read_lock(lock_path(path))
     return build_plan(
-        data, lines, source=path.name, skip_checks=skip_checks, workspace=workspace, lock=lock
+        data, lines, source=_source(path), skip_checks=skip_checks, workspace=workspace, lock=lock
     )
+
+
+def _source(path: Path) -> str:
+    """How to name the config in messages and in generated files' `make ... CONFIG=`: as
+    a path from the current directory (where make runs) when it is below it."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return path.name
 
 
 def build_plan(

@@ -87,6 +87,7 @@ def _app_context(plan: Plan, app: App) -> dict[str, Any]:
         "app": app,
         "url_example": app.url or f"https://<workspace>--{app.label}.modal.run",
         "deploy_command": deploy_command(plan, app),
+        "config_arg": config_arg(plan),
         "any_snapshot": any(d.settings.gpu_snapshot for d in deployments),
         "any_pooling": any(d.model.pooling for d in deployments),
         "models_literal": literals.py(_models_literal(app)),
@@ -149,6 +150,11 @@ def gpu_container_cpu(gpu_count: int) -> float:
     return float(CPU_BESIDES_GPUS + gpu_count)
 
 
+def config_arg(plan: Plan) -> str:
+    """` CONFIG=<file>` for make, when the config is not the Makefile's default."""
+    return "" if plan.source == DEFAULT_CONFIG else f" CONFIG={plan.source}"
+
+
 def deploy_command(plan: Plan, app: App) -> str:
     """How to deploy `app` from a fresh clone after the README's set-up. A bare
     `modal deploy generated/...` needs mvgen's runtime (httpx, starlette) importable
@@ -156,9 +162,7 @@ def deploy_command(plan: Plan, app: App) -> str:
     words = ["make", "deploy", f"GPU={app.gpu.key}"]
     if plan.mode == "legacy":
         words.append(f"MODEL={app.deployments[0].model.key}")
-    if plan.source != DEFAULT_CONFIG:
-        words.append(f"CONFIG={plan.source}")
-    return " ".join(words)
+    return " ".join(words) + config_arg(plan)
 
 
 def _models_literal(app: App) -> dict[str, Any]:
@@ -184,7 +188,7 @@ def _wrap_comment(text: str) -> list[str]:
 def _litellm_context(plan: Plan, api_bases: Mapping[str, str]) -> dict[str, Any]:
     from mvgen.litellm_config import litellm_config
 
-    return {"plan": plan, **litellm_config(plan, api_bases)}
+    return {"plan": plan, "config_arg": config_arg(plan), **litellm_config(plan, api_bases)}
 
 
 # --- writing -------------------------------------------------------------------------

@@ -81,6 +81,21 @@ def test_generated_files_say_they_are_generated(write_config) -> None:
         assert "Do not edit" in head, path
 
 
+def test_a_config_elsewhere_is_named_as_make_needs_it(tmp_path: Path) -> None:
+    """Headers and the deploy line give the path make is run with (from the directory
+    make runs in), not only the file's name."""
+    config = tmp_path / "configs" / "prod.yaml"
+    config.parent.mkdir()
+    config.write_text(BASE_CONFIG)
+    result = run_cli("render", "--config", "configs/prod.yaml", "--output-dir", ".", cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    for path in [*(tmp_path / "generated").glob("*.py"), tmp_path / "litellm" / "config.yaml"]:
+        text = path.read_text()
+        assert "by `make render CONFIG=configs/prod.yaml`" in text, path
+    h100 = (tmp_path / "generated" / "vllm_h100.py").read_text()
+    assert "make deploy GPU=h100 CONFIG=configs/prod.yaml" in h100
+
+
 def test_failed_render_leaves_previous_files_untouched(write_config, tmp_path) -> None:
     config = write_config()
     out = tmp_path / "out"
